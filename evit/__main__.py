@@ -1,0 +1,5 @@
+import sys
+
+from evit.cli import main
+
+sys.exit(main())

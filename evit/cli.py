@@ -1,0 +1,98 @@
+"""``python -m evit``: inspect configs and their exact costs.
+
+Examples:
+    python -m evit list
+    python -m evit info efficientvit_m0
+    python -m evit info my_variant.yaml --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from evit.config import list_variants, load_config
+from evit.costs import model_costs
+
+
+def _human(n: float, unit: str = "") -> str:
+    for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(n) >= scale:
+            return f"{n / scale:.2f} {suffix}{unit}"
+    return f"{n:.0f} {unit}".rstrip()
+
+
+def _info(args: argparse.Namespace) -> int:
+    config = load_config(args.model)
+    costs = model_costs(config, batch=args.batch)
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "name": config.name,
+                    "config": config.to_dict(),
+                    "resolutions": config.stage_resolutions(),
+                    "batch": args.batch,
+                    **costs.to_dict(),
+                },
+                indent=2,
+            )
+        )
+        return 0
+    print(f"{config.name}: {config.img_size}px input, {config.num_classes} classes")
+    print(f"  params            {costs.params:,} ({_human(costs.params)})")
+    print(f"  MACs              {costs.macs:,} ({_human(costs.macs)}) at batch {args.batch}")
+    print(
+        f"  activation bytes  {costs.activation_bytes:,} ({_human(costs.activation_bytes, 'B')})"
+        " (estimate, fp32, deployed graph)"
+    )
+    print(
+        f"  {'part':<8} {'width':>6} {'depth':>5} {'heads':>5} {'res':>4} {'params':>12} "
+        f"{'MACs':>14} {'act. bytes':>14}"
+    )
+    resolutions = config.stage_resolutions()
+    for name, part in costs.breakdown.items():
+        if name.startswith("stage"):
+            s = config.stages[int(name[5:])]
+            res = resolutions[int(name[5:])]
+            shape = f"{s.embed_dim:>6} {s.depth:>5} {s.num_heads:>5} {res:>4}"
+        else:
+            shape = f"{'':>6} {'':>5} {'':>5} {'':>4}"
+        print(
+            f"  {name:<8} {shape} {part.params:>12,} {part.macs:>14,} {part.activation_bytes:>14,}"
+        )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m evit",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("list", help="list the shipped variants (M0-M5)")
+    info = sub.add_parser("info", help="parameters, MACs, activation traffic, per-stage table")
+    info.add_argument("model", help="variant name (efficientvit_m0 or m0) or a YAML config path")
+    info.add_argument("--batch", type=int, default=1, help="batch size for MACs/bytes (default 1)")
+    info.add_argument("--json", action="store_true", help="machine-readable output")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "list":
+            print("\n".join(list_variants()))
+            return 0
+        if args.batch < 1:
+            raise ValueError(f"--batch={args.batch}: must be >= 1")
+        return _info(args)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

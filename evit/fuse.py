@@ -1,0 +1,185 @@
+"""Deploy transform: ``fuse(model)`` returns a new, inference-only module.
+
+What changes, all computed once here so that eager PyTorch, ONNX and TensorRT see one graph:
+- every BatchNorm is folded into the conv or linear before it;
+- a residual depthwise conv ``x + BN(DWConv(x))`` becomes one depthwise conv (identity added to
+  the kernel centre), removing the add;
+- the relative-position attention biases are gathered into one constant (N, N) table per head
+  (no Gather in the graph);
+- the attention scale ``key_dim ** -0.5`` is folded into the query's depthwise conv.
+
+Example:
+    >>> import torch, evit
+    >>> model = evit.create_model("m0").eval()
+    >>> deployed = evit.fuse(model)
+    >>> x = torch.randn(1, 3, 224, 224)
+    >>> bool(torch.allclose(model(x), deployed(x), rtol=1e-4, atol=1e-4))
+    True
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from evit.model import (
+    CascadedGroupAttention,
+    ConvMlp,
+    ConvNorm,
+    EfficientViT,
+    NormLinear,
+    Residual,
+)
+
+
+@torch.no_grad()
+def fuse_conv_norm(module: ConvNorm) -> nn.Conv2d:
+    """Fold the BN of a :class:`ConvNorm` into a biased Conv2d."""
+    conv, bn = module.conv, module.bn
+    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    fused = nn.Conv2d(
+        conv.in_channels,
+        conv.out_channels,
+        conv.kernel_size,
+        conv.stride,
+        conv.padding,
+        conv.dilation,
+        conv.groups,
+        bias=True,
+        device=conv.weight.device,
+        dtype=conv.weight.dtype,
+    )
+    fused.weight.copy_(conv.weight * scale[:, None, None, None])
+    fused.bias.copy_(bn.bias - bn.running_mean * scale)
+    return fused
+
+
+@torch.no_grad()
+def fuse_norm_linear(module: NormLinear) -> nn.Linear:
+    """Fold the BN1d in front of a linear layer into that layer."""
+    bn, linear = module.bn, module.linear
+    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    shift = bn.bias - bn.running_mean * scale
+    fused = nn.Linear(
+        linear.in_features,
+        linear.out_features,
+        device=linear.weight.device,
+        dtype=linear.weight.dtype,
+    )
+    fused.weight.copy_(linear.weight * scale[None, :])
+    fused.bias.copy_(linear.bias + linear.weight @ shift)
+    return fused
+
+
+@torch.no_grad()
+def fuse_residual_dwconv(module: Residual) -> nn.Conv2d:
+    """``x + DWConvBN(x)`` as one depthwise conv: add 1 at each kernel's centre."""
+    conv = fuse_conv_norm(module.branch)
+    k = conv.kernel_size[0]
+    conv.weight[:, 0, k // 2, k // 2] += 1.0
+    return conv
+
+
+def _is_residual_dwconv(module: nn.Module) -> bool:
+    if not isinstance(module, Residual) or not isinstance(module.branch, ConvNorm):
+        return False
+    conv = module.branch.conv
+    return (
+        conv.groups == conv.in_channels == conv.out_channels
+        and conv.stride == (1, 1)
+        and conv.kernel_size[0] % 2 == 1
+        and conv.kernel_size[0] == conv.kernel_size[1]
+    )
+
+
+class FusedFFN(nn.Module):
+    """``x + pw2(relu(pw1(x)))`` with both BNs folded."""
+
+    def __init__(self, mlp: ConvMlp) -> None:
+        super().__init__()
+        self.pw1 = fuse_conv_norm(mlp.pw1)
+        self.act = nn.ReLU()
+        self.pw2 = fuse_conv_norm(mlp.pw2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.pw2(self.act(self.pw1(x)))
+
+
+class FusedAttentionHead(nn.Module):
+    """One head with folded BN, the scale folded into Q's conv, and a constant bias table."""
+
+    def __init__(self, attn: CascadedGroupAttention, index: int) -> None:
+        super().__init__()
+        self.key_dim, self.value_dim = attn.key_dim, attn.value_dim
+        self.qkv = fuse_conv_norm(attn.qkvs[index])
+        self.dw = fuse_conv_norm(attn.dws[index])
+        with torch.no_grad():
+            self.dw.weight.mul_(attn.scale)
+            self.dw.bias.mul_(attn.scale)
+            bias = attn.attention_biases[index, attn.attention_bias_idxs].detach().clone()
+        self.register_buffer("attention_bias", bias)  # (N, N)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, _, H, W = x.shape
+        q, k, v = self.qkv(x).split([self.key_dim, self.key_dim, self.value_dim], dim=1)
+        q = self.dw(q).flatten(2)  # (B, kd, N), already scaled
+        attn = q.transpose(1, 2) @ k.flatten(2) + self.attention_bias  # (B, N, N)
+        attn = attn.softmax(dim=-1)
+        out = v.flatten(2) @ attn.transpose(1, 2)  # (B, vd, N)
+        return out.view(B, self.value_dim, H, W)
+
+
+class FusedCascadedGroupAttention(nn.Module):
+    def __init__(self, attn: CascadedGroupAttention) -> None:
+        super().__init__()
+        self.num_heads = attn.num_heads
+        self.heads = nn.ModuleList(FusedAttentionHead(attn, i) for i in range(attn.num_heads))
+        self.act = nn.ReLU()
+        self.proj = fuse_conv_norm(attn.proj[1])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        splits = x.chunk(self.num_heads, dim=1)  # heads x (B, C/heads, H, W)
+        outputs = []
+        feat = splits[0]
+        for i, head in enumerate(self.heads):
+            if i > 0:
+                feat = feat + splits[i]
+            feat = head(feat)
+            outputs.append(feat)
+        return self.proj(self.act(torch.cat(outputs, dim=1)))
+
+
+def _fuse_children(module: nn.Module) -> None:
+    for name, child in module.named_children():
+        if _is_residual_dwconv(child):
+            replacement: nn.Module = fuse_residual_dwconv(child)
+        elif isinstance(child, Residual) and isinstance(child.branch, ConvMlp):
+            replacement = FusedFFN(child.branch)
+        elif isinstance(child, ConvNorm):
+            replacement = fuse_conv_norm(child)
+        elif isinstance(child, NormLinear):
+            replacement = fuse_norm_linear(child)
+        elif isinstance(child, CascadedGroupAttention):
+            replacement = FusedCascadedGroupAttention(child)
+        else:
+            _fuse_children(child)
+            continue
+        setattr(module, name, replacement)
+
+
+def fuse(model: EfficientViT) -> EfficientViT:
+    """Return a fused, eval-mode copy of ``model``; ``model`` itself is left unchanged."""
+    if not isinstance(model, EfficientViT):
+        raise TypeError(f"fuse expects an evit EfficientViT, got {type(model).__name__}")
+    fused = copy.deepcopy(model).eval()
+    _fuse_children(fused)
+    for p in fused.parameters():
+        p.requires_grad_(False)
+    return fused
+
+
+def is_fused(model: nn.Module) -> bool:
+    """True when no BatchNorm is left (the model went through :func:`fuse`)."""
+    return not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
