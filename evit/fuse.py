@@ -113,6 +113,7 @@ class FusedAttentionHead(nn.Module):
     def __init__(self, attn: CascadedGroupAttention, index: int) -> None:
         super().__init__()
         self.key_dim, self.value_dim = attn.key_dim, attn.value_dim
+        self.resolution = attn.resolution
         self.qkv = fuse_conv_norm(attn.qkvs[index])
         self.dw = fuse_conv_norm(attn.dws[index])
         with torch.no_grad():
@@ -122,25 +123,27 @@ class FusedAttentionHead(nn.Module):
         self.register_buffer("attention_bias", bias)  # (N, N)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, _, H, W = x.shape
         q, k, v = self.qkv(x).split([self.key_dim, self.key_dim, self.value_dim], dim=1)
-        q = self.dw(q).flatten(2)  # (B, kd, N), already scaled
-        attn = q.transpose(1, 2) @ k.flatten(2) + self.attention_bias  # (B, N, N)
+        n = self.resolution * self.resolution
+        q = self.dw(q).reshape(-1, self.key_dim, n)  # (B, kd, N), already scaled
+        k = k.reshape(-1, self.key_dim, n)
+        v = v.reshape(-1, self.value_dim, n)
+        attn = q.transpose(1, 2) @ k + self.attention_bias  # (B, N, N)
         attn = attn.softmax(dim=-1)
-        out = v.flatten(2) @ attn.transpose(1, 2)  # (B, vd, N)
-        return out.view(B, self.value_dim, H, W)
+        out = v @ attn.transpose(1, 2)  # (B, vd, N)
+        return out.view(-1, self.value_dim, self.resolution, self.resolution)
 
 
 class FusedCascadedGroupAttention(nn.Module):
     def __init__(self, attn: CascadedGroupAttention) -> None:
         super().__init__()
-        self.num_heads = attn.num_heads
+        self.head_dim = attn.qkvs[0].conv.in_channels
         self.heads = nn.ModuleList(FusedAttentionHead(attn, i) for i in range(attn.num_heads))
         self.act = nn.ReLU()
         self.proj = fuse_conv_norm(attn.proj[1])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        splits = x.chunk(self.num_heads, dim=1)  # heads x (B, C/heads, H, W)
+        splits = x.split(self.head_dim, dim=1)  # heads x (B, C/heads, w, w)
         outputs = []
         feat = splits[0]
         for i, head in enumerate(self.heads):

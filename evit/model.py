@@ -175,7 +175,6 @@ class CascadedGroupAttention(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, C, H, W = x.shape
         bias = self.attention_biases[:, self.attention_bias_idxs]  # (heads, N, N)
         splits = x.chunk(self.num_heads, dim=1)  # heads x (B, C/heads, H, W)
         outputs = []
@@ -188,29 +187,34 @@ class CascadedGroupAttention(nn.Module):
             q, k, v = q.flatten(2), k.flatten(2), v.flatten(2)  # (B, d, N)
             attn = (q * self.scale).transpose(-2, -1) @ k  # (B, N, N)
             attn = (attn + bias[i]).softmax(dim=-1)
-            feat = (v @ attn.transpose(-2, -1)).view(B, self.value_dim, H, W)
+            feat = (v @ attn.transpose(-2, -1)).view(-1, self.value_dim, self.resolution,
+                                                     self.resolution)
             outputs.append(feat)
         return self.proj(torch.cat(outputs, dim=1))  # (B, C, H, W)
 
 
-def window_partition(x: torch.Tensor, window: int) -> tuple[torch.Tensor, int, int]:
-    """(B, C, H, W) -> (B*nH*nW, C, window, window), zero-padding H, W up to a multiple."""
-    B, C, H, W = x.shape
-    pad_b, pad_r = (-H) % window, (-W) % window
-    if pad_b or pad_r:
-        x = F.pad(x, (0, pad_r, 0, pad_b))
-    nH, nW = (H + pad_b) // window, (W + pad_r) // window
-    x = x.view(B, C, nH, window, nW, window).permute(0, 2, 4, 1, 3, 5)
-    return x.reshape(B * nH * nW, C, window, window), nH, nW
+def window_partition(x: torch.Tensor, channels: int, resolution: int, window: int
+                     ) -> torch.Tensor:
+    """(B, C, R, R) -> (B*n*n, C, w, w), zero-padding R up to n*w.
+
+    Sizes are Python ints fixed by the config, so exported graphs hold constant shapes.
+    """
+    n = -(-resolution // window)
+    pad = n * window - resolution
+    if pad:
+        x = F.pad(x, (0, pad, 0, pad))
+    x = x.view(-1, channels, n, window, n, window).permute(0, 2, 4, 1, 3, 5)
+    return x.reshape(-1, channels, window, window)
 
 
-def window_reverse(x: torch.Tensor, nH: int, nW: int, H: int, W: int) -> torch.Tensor:
-    """Inverse of :func:`window_partition`, cropping the padding."""
-    _, C, window, _ = x.shape
-    x = x.view(-1, nH, nW, C, window, window).permute(0, 3, 1, 4, 2, 5)
-    x = x.reshape(-1, C, nH * window, nW * window)
-    if nH * window != H or nW * window != W:
-        x = x[:, :, :H, :W]
+def window_reverse(x: torch.Tensor, channels: int, resolution: int, window: int
+                   ) -> torch.Tensor:
+    """Inverse of :func:`window_partition`: (B*n*n, C, w, w) -> (B, C, R, R)."""
+    n = -(-resolution // window)
+    x = x.view(-1, n, n, channels, window, window).permute(0, 3, 1, 4, 2, 5)
+    x = x.reshape(-1, channels, n * window, n * window)
+    if n * window != resolution:
+        x = x[:, :, :resolution, :resolution]
     return x.contiguous()
 
 
@@ -219,17 +223,18 @@ class LocalWindowAttention(nn.Module):
 
     def __init__(self, dim: int, stage: StageConfig, resolution: int) -> None:
         super().__init__()
+        self.dim = dim
+        self.resolution = resolution
         self.window = min(stage.window_size, resolution)
-        self.attn = CascadedGroupAttention(
-            dim, stage.key_dim, stage.num_heads, stage.value_dim, self.window, stage.kernel_sizes
-        )
+        self.attn: nn.Module = CascadedGroupAttention(
+            dim, stage.key_dim, stage.num_heads, stage.value_dim, self.window,
+            stage.kernel_sizes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, C, H, W = x.shape
-        if H == self.window and W == self.window:
+        if self.resolution == self.window:
             return self.attn(x)
-        windows, nH, nW = window_partition(x, self.window)  # (B*nW, C, w, w)
-        return window_reverse(self.attn(windows), nH, nW, H, W)
+        windows = window_partition(x, self.dim, self.resolution, self.window)  # (B*nW, C, w, w)
+        return window_reverse(self.attn(windows), self.dim, self.resolution, self.window)
 
 
 def residual_dwconv(dim: int, bn_weight_init: float = 1.0) -> Residual:
