@@ -84,9 +84,13 @@ def _atomic_save(model_proto: onnx.ModelProto, path: Path) -> None:
         raise
 
 
-def build_metadata(config: ModelConfig, precision: str, batch: int | None,
-                   class_names: list[str] | None = None,
-                   verification: Verification | None = None) -> dict[str, str]:
+def build_metadata(
+    config: ModelConfig,
+    precision: str,
+    batch: int | None,
+    class_names: list[str] | None = None,
+    verification: Verification | None = None,
+) -> dict[str, str]:
     """The key/value pairs stored in the ONNX file's ``metadata_props``."""
     meta = {
         "evit.config": config.to_yaml(),
@@ -119,18 +123,21 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
     """Metadata of an exported file, decoded (config as a :class:`ModelConfig`)."""
     model_proto = load_onnx(path, load_weights=False)
     raw = {p.key: p.value for p in model_proto.metadata_props}
-    out: dict[str, Any] = {k.removeprefix("evit."): v for k, v in raw.items()
-                           if k.startswith("evit.")}
+    out: dict[str, Any] = {
+        k.removeprefix("evit."): v for k, v in raw.items() if k.startswith("evit.")
+    }
     for key in ("input_size", "mean", "std", "class_names", "verification"):
         if key in out:
             out[key] = json.loads(out[key])
     if "config" in out:
         import yaml
 
-        out["config"] = ModelConfig.from_dict(yaml.safe_load(out["config"]),
-                                              source=f"{path} metadata").validate()
-    out["opset"] = next((o.version for o in model_proto.opset_import if o.domain in ("", "ai.onnx")),
-                        None)
+        out["config"] = ModelConfig.from_dict(
+            yaml.safe_load(out["config"]), source=f"{path} metadata"
+        ).validate()
+    out["opset"] = next(
+        (o.version for o in model_proto.opset_import if o.domain in ("", "ai.onnx")), None
+    )
     out["nodes"] = len(model_proto.graph.node)
     return out
 
@@ -158,46 +165,67 @@ def ort_session(model: str | os.PathLike | bytes, threads: int = 1) -> Any:
     return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
 
 
-def compare_outputs(actual: np.ndarray, expected: np.ndarray, reference: str,
-                    tolerance: float) -> Verification:
+def compare_outputs(
+    actual: np.ndarray, expected: np.ndarray, reference: str, tolerance: float
+) -> Verification:
     actual = actual.astype(np.float64)
     expected = expected.astype(np.float64)
     abs_err = float(np.abs(actual - expected).max())
     scale = float(np.abs(expected).max()) or 1.0
-    top1 = float((actual.argmax(-1) == expected.argmax(-1)).mean()) if expected.ndim == 2 \
-        else 1.0
-    return Verification(max_abs_error=abs_err, max_rel_error=abs_err / scale,
-                        top1_agreement=top1, samples=int(expected.shape[0]),
-                        reference=reference, tolerance=tolerance)
+    top1 = float((actual.argmax(-1) == expected.argmax(-1)).mean()) if expected.ndim == 2 else 1.0
+    return Verification(
+        max_abs_error=abs_err,
+        max_rel_error=abs_err / scale,
+        top1_agreement=top1,
+        samples=int(expected.shape[0]),
+        reference=reference,
+        tolerance=tolerance,
+    )
 
 
-def _sample_inputs(config: ModelConfig, batch: int | None, samples: int,
-                   seed: int) -> np.ndarray:
+def _sample_inputs(config: ModelConfig, batch: int | None, samples: int, seed: int) -> np.ndarray:
     n = batch if batch is not None else samples
     gen = np.random.default_rng(seed)
     return gen.standard_normal((n, config.in_chans, config.img_size, config.img_size)).astype(
-        np.float32)
+        np.float32
+    )
 
 
-def torchscript_export(model: torch.nn.Module, config: ModelConfig, batch: int | None,
-                       opset: int) -> onnx.ModelProto:
+def torchscript_export(
+    model: torch.nn.Module, config: ModelConfig, batch: int | None, opset: int
+) -> onnx.ModelProto:
     """Export with the TorchScript exporter to an in-memory ModelProto."""
     example = torch.zeros(batch or 1, config.in_chans, config.img_size, config.img_size)
     dynamic = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if batch is None else None
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         path = Path(tmp) / "model.onnx"
-        torch.onnx.export(model, (example,), str(path), input_names=[INPUT_NAME],
-                          output_names=[OUTPUT_NAME], opset_version=opset,
-                          dynamic_axes=dynamic, do_constant_folding=True, dynamo=False)
+        torch.onnx.export(
+            model,
+            (example,),
+            str(path),
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            opset_version=opset,
+            dynamic_axes=dynamic,
+            do_constant_folding=True,
+            dynamo=False,
+        )
         return onnx.load(str(path))
 
 
-def export_onnx(model: str | os.PathLike | ModelConfig | evit.EfficientViT,
-                out: str | os.PathLike, *, weights: str | os.PathLike | None = None,
-                batch: int | None = 1, opset: int = DEFAULT_OPSET, fp16: bool = False,
-                class_names: list[str] | None = None, verify_samples: int = 2,
-                seed: int = 0) -> ExportResult:
+def export_onnx(
+    model: str | os.PathLike | ModelConfig | evit.EfficientViT,
+    out: str | os.PathLike,
+    *,
+    weights: str | os.PathLike | None = None,
+    batch: int | None = 1,
+    opset: int = DEFAULT_OPSET,
+    fp16: bool = False,
+    class_names: list[str] | None = None,
+    verify_samples: int = 2,
+    seed: int = 0,
+) -> ExportResult:
     """Fuse, export, check and verify a model; write ``out`` only if it verifies.
 
     Args:
@@ -254,9 +282,22 @@ def export_onnx(model: str | os.PathLike | ModelConfig | evit.EfficientViT,
         raise VerificationError(
             f"{out}: max relative error {verification.max_rel_error:.2e} vs "
             f"{verification.reference} exceeds {verification.tolerance:.0e} (top-1 agreement "
-            f"{verification.top1_agreement:.2f}); kept as {bad} for inspection")
+            f"{verification.top1_agreement:.2f}); kept as {bad} for inspection"
+        )
     _atomic_save(proto, out)
-    log.info("exported %s (%s, %d nodes, max rel err %.2e)", out, precision,
-             len(proto.graph.node), verification.max_rel_error)
-    return ExportResult(path=out, config=config, batch=batch, opset=opset, precision=precision,
-                        verification=verification, nodes=len(proto.graph.node))
+    log.info(
+        "exported %s (%s, %d nodes, max rel err %.2e)",
+        out,
+        precision,
+        len(proto.graph.node),
+        verification.max_rel_error,
+    )
+    return ExportResult(
+        path=out,
+        config=config,
+        batch=batch,
+        opset=opset,
+        precision=precision,
+        verification=verification,
+        nodes=len(proto.graph.node),
+    )

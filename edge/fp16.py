@@ -42,11 +42,13 @@ def convert_to_mixed_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
     # initializers: fp16 unless only fp32 nodes read them
     for init in graph.initializer:
         if init.data_type == TensorProto.FLOAT and init.name not in fp32_consumers:
-            init.CopyFrom(numpy_helper.from_array(
-                numpy_helper.to_array(init).astype(np.float16), init.name))
+            init.CopyFrom(
+                numpy_helper.from_array(numpy_helper.to_array(init).astype(np.float16), init.name)
+            )
     initializer_names = {init.name for init in graph.initializer}
-    fp32_initializers = {init.name for init in graph.initializer
-                         if init.data_type == TensorProto.FLOAT}
+    fp32_initializers = {
+        init.name for init in graph.initializer if init.data_type == TensorProto.FLOAT
+    }
 
     new_nodes: list[onnx.NodeProto] = []
     counter = 0
@@ -55,15 +57,16 @@ def convert_to_mixed_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
         nonlocal counter
         counter += 1
         out = f"{name}__to_{'fp32' if to == TensorProto.FLOAT else 'fp16'}_{counter}"
-        new_nodes.append(helper.make_node("Cast", [name], [out], to=to,
-                                          name=f"cast_{counter}"))
+        new_nodes.append(helper.make_node("Cast", [name], [out], to=to, name=f"cast_{counter}"))
         return out
 
     # graph inputs arrive as fp32: cast once for the fp16 consumers
     renamed: dict[str, str] = {}
     for inp in graph.input:
-        if inp.name not in initializer_names and \
-                inp.type.tensor_type.elem_type == TensorProto.FLOAT:
+        if (
+            inp.name not in initializer_names
+            and inp.type.tensor_type.elem_type == TensorProto.FLOAT
+        ):
             renamed[inp.name] = cast(inp.name, TensorProto.FLOAT16)
     fp32_outputs_of_kept: set[str] = set()
     for i, node in enumerate(graph.node):
@@ -87,8 +90,11 @@ def convert_to_mixed_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
         if node.op_type == "Constant":
             for attr in node.attribute:
                 if attr.name == "value" and attr.t.data_type == TensorProto.FLOAT:
-                    attr.t.CopyFrom(numpy_helper.from_array(
-                        numpy_helper.to_array(attr.t).astype(np.float16), attr.t.name))
+                    attr.t.CopyFrom(
+                        numpy_helper.from_array(
+                            numpy_helper.to_array(attr.t).astype(np.float16), attr.t.name
+                        )
+                    )
         if node.op_type == "Cast":
             for attr in node.attribute:
                 if attr.name == "to" and attr.i == TensorProto.FLOAT:
@@ -98,8 +104,10 @@ def convert_to_mixed_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
     # graph outputs leave as fp32
     output_map = {}
     for out in graph.output:
-        if out.type.tensor_type.elem_type == TensorProto.FLOAT and \
-                out.name not in fp32_outputs_of_kept:
+        if (
+            out.type.tensor_type.elem_type == TensorProto.FLOAT
+            and out.name not in fp32_outputs_of_kept
+        ):
             internal = f"{out.name}__fp16"
             for node in new_nodes:
                 for k, name in enumerate(node.output):
@@ -110,8 +118,11 @@ def convert_to_mixed_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
                         node.input[k] = internal
             output_map[out.name] = internal
     for name, internal in output_map.items():
-        new_nodes.append(helper.make_node("Cast", [internal], [name], to=TensorProto.FLOAT,
-                                          name=f"cast_output_{name}"))
+        new_nodes.append(
+            helper.make_node(
+                "Cast", [internal], [name], to=TensorProto.FLOAT, name=f"cast_output_{name}"
+            )
+        )
     del graph.node[:]
     graph.node.extend(new_nodes)
     del graph.value_info[:]

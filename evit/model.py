@@ -187,14 +187,14 @@ class CascadedGroupAttention(nn.Module):
             q, k, v = q.flatten(2), k.flatten(2), v.flatten(2)  # (B, d, N)
             attn = (q * self.scale).transpose(-2, -1) @ k  # (B, N, N)
             attn = (attn + bias[i]).softmax(dim=-1)
-            feat = (v @ attn.transpose(-2, -1)).view(-1, self.value_dim, self.resolution,
-                                                     self.resolution)
+            feat = (v @ attn.transpose(-2, -1)).view(
+                -1, self.value_dim, self.resolution, self.resolution
+            )
             outputs.append(feat)
         return self.proj(torch.cat(outputs, dim=1))  # (B, C, H, W)
 
 
-def window_partition(x: torch.Tensor, channels: int, resolution: int, window: int
-                     ) -> torch.Tensor:
+def window_partition(x: torch.Tensor, channels: int, resolution: int, window: int) -> torch.Tensor:
     """(B, C, R, R) -> (B*n*n, C, w, w), zero-padding R up to n*w.
 
     Sizes are Python ints fixed by the config, so exported graphs hold constant shapes.
@@ -207,8 +207,7 @@ def window_partition(x: torch.Tensor, channels: int, resolution: int, window: in
     return x.reshape(-1, channels, window, window)
 
 
-def window_reverse(x: torch.Tensor, channels: int, resolution: int, window: int
-                   ) -> torch.Tensor:
+def window_reverse(x: torch.Tensor, channels: int, resolution: int, window: int) -> torch.Tensor:
     """Inverse of :func:`window_partition`: (B*n*n, C, w, w) -> (B, C, R, R)."""
     n = -(-resolution // window)
     x = x.view(-1, n, n, channels, window, window).permute(0, 3, 1, 4, 2, 5)
@@ -227,8 +226,8 @@ class LocalWindowAttention(nn.Module):
         self.resolution = resolution
         self.window = min(stage.window_size, resolution)
         self.attn: nn.Module = CascadedGroupAttention(
-            dim, stage.key_dim, stage.num_heads, stage.value_dim, self.window,
-            stage.kernel_sizes)
+            dim, stage.key_dim, stage.num_heads, stage.value_dim, self.window, stage.kernel_sizes
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.resolution == self.window:

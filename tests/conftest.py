@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 import torch
 from torch import nn
@@ -36,10 +38,12 @@ def max_rel_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
 def tiny_config(**overrides) -> ModelConfig:
     """A two-stage model that builds and runs in milliseconds."""
     stages = (
-        StageConfig(embed_dim=16, depth=1, num_heads=2, key_dim=4, window_size=3,
-                    kernel_sizes=(3, 5)),
-        StageConfig(embed_dim=24, depth=1, num_heads=3, key_dim=4, window_size=3,
-                    kernel_sizes=(3, 3, 3)),
+        StageConfig(
+            embed_dim=16, depth=1, num_heads=2, key_dim=4, window_size=3, kernel_sizes=(3, 5)
+        ),
+        StageConfig(
+            embed_dim=24, depth=1, num_heads=3, key_dim=4, window_size=3, kernel_sizes=(3, 3, 3)
+        ),
     )
     fields = {"name": "tiny", "stages": stages, "img_size": 64, "num_classes": 10}
     fields.update(overrides)
@@ -54,3 +58,28 @@ def tiny() -> ModelConfig:
 @pytest.fixture
 def tiny_model(tiny) -> evit.EfficientViT:
     return randomize(evit.create_model(tiny)).eval()
+
+
+def random_config(rng: random.Random) -> ModelConfig:
+    """A valid config drawn at random: 1-4 stages, padded windows, odd kernels."""
+    img = rng.choice([64, 96, 128, 160])
+    stages = []
+    for i in range(rng.randint(1, 4)):
+        heads = rng.randint(1, 4)
+        dim = heads * rng.choice([8, 16, 24]) if i else 8 * heads * rng.randint(1, 3)
+        stages.append(
+            StageConfig(
+                embed_dim=dim,
+                depth=rng.randint(1, 2),
+                num_heads=heads,
+                key_dim=rng.choice([4, 8, 16]),
+                window_size=rng.randint(1, img // 16),
+                kernel_sizes=tuple(
+                    rng.choice([1, 3, 5, 7]) for _ in range(heads + rng.randint(0, 1))
+                ),
+                ffn_ratio=rng.choice([1.0, 1.5, 2.0, 3.0]),
+            )
+        )
+    return ModelConfig(
+        "random", tuple(stages), img_size=img, num_classes=rng.choice([0, 10])
+    ).validate()

@@ -28,6 +28,7 @@ def test_bad_input_exits_2_with_one_line(capsys):
 
 
 def test_module_entry_point():
-    out = subprocess.run([sys.executable, "-m", "evit", "list"], capture_output=True, text=True,
-                         check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "evit", "list"], capture_output=True, text=True, check=True
+    ).stdout
     assert out.split() == [f"efficientvit_m{i}" for i in range(6)]

@@ -12,6 +12,7 @@ def test_variants_resolve_by_name_alias_and_path(name):
     assert load_config(name.replace("efficientvit_", "")) == by_name
     assert load_config(name.upper()) == by_name
     from evit.config import CONFIG_DIR
+
     assert load_config(CONFIG_DIR / f"{name}.yaml") == by_name
     assert by_name.name == name
 
@@ -41,8 +42,9 @@ def test_yaml_round_trip(tmp_path):
 
 
 def _stage(**kw):
-    base = dict(embed_dim=64, depth=1, num_heads=4, key_dim=16, window_size=7,
-                kernel_sizes=(5, 5, 5, 5))
+    base = dict(
+        embed_dim=64, depth=1, num_heads=4, key_dim=16, window_size=7, kernel_sizes=(5, 5, 5, 5)
+    )
     base.update(kw)
     return StageConfig(**base)
 
@@ -51,17 +53,27 @@ def _stage(**kw):
     ("stage", "img_size", "match"),
     [
         (_stage(embed_dim=66), 224, r"stages\[0\]\.embed_dim=66: must be divisible by num_heads=4"),
-        (_stage(num_heads=5, embed_dim=80), 224,
-         r"stages\[0\]\.num_heads=5: must be <= the number of kernel_sizes \(4\)"),
+        (
+            _stage(num_heads=5, embed_dim=80),
+            224,
+            r"stages\[0\]\.num_heads=5: must be <= the number of kernel_sizes \(4\)",
+        ),
         (_stage(kernel_sizes=(4, 5, 5, 5)), 224, r"kernel_sizes=\[4, 5, 5, 5\]: must hold odd"),
-        (_stage(window_size=15), 224, r"window_size=15: must be <= the first stage's resolution 14"),
+        (
+            _stage(window_size=15),
+            224,
+            r"window_size=15: must be <= the first stage's resolution 14",
+        ),
         (_stage(depth=0), 224, r"stages\[0\]\.depth=0: must be >= 1"),
         (_stage(key_dim=0), 224, r"key_dim=0: must be >= 1"),
         (_stage(value_ratio=0.5), 224, r"value_ratio=0.5: must be 1.0"),
         (_stage(ffn_ratio=0.001), 224, r"ffn_ratio=0.001"),
         (_stage(), 200, r"img_size=200: must be a multiple of 16"),
-        (_stage(embed_dim=36, num_heads=2, kernel_sizes=(5, 5)), 224,
-         r"stages\[0\]\.embed_dim=36: must be divisible by 8"),
+        (
+            _stage(embed_dim=36, num_heads=2, kernel_sizes=(5, 5)),
+            224,
+            r"stages\[0\]\.embed_dim=36: must be divisible by 8",
+        ),
     ],
 )
 def test_validation_names_field_value_and_rule(stage, img_size, match):

@@ -7,9 +7,9 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 import evit
-from evit.config import ModelConfig, StageConfig, load_config
+from evit.config import ModelConfig, load_config
 from evit.costs import model_costs
-from tests.conftest import VARIANTS
+from tests.conftest import VARIANTS, random_config
 
 OFFICIAL = {  # parameters, MACs of the released models (see shared REFERENCE §1)
     "efficientvit_m0": (2_349_436, 79.2e6),
@@ -39,24 +39,9 @@ def test_official_counts(name):
     assert sum(p.params for p in costs.breakdown.values()) == costs.params
 
 
-def _random_config(rng: random.Random) -> ModelConfig:
-    img = rng.choice([64, 96, 128, 160])
-    stages = []
-    for i in range(rng.randint(1, 4)):
-        heads = rng.randint(1, 4)
-        dim = heads * rng.choice([8, 16, 24]) if i else 8 * heads * rng.randint(1, 3)
-        stages.append(StageConfig(
-            embed_dim=dim, depth=rng.randint(1, 2), num_heads=heads,
-            key_dim=rng.choice([4, 8, 16]), window_size=rng.randint(1, img // 16),
-            kernel_sizes=tuple(rng.choice([1, 3, 5, 7]) for _ in range(heads + rng.randint(0, 1))),
-            ffn_ratio=rng.choice([1.0, 1.5, 2.0, 3.0])))
-    return ModelConfig("random", tuple(stages), img_size=img,
-                       num_classes=rng.choice([0, 10])).validate()
-
-
 @pytest.mark.parametrize("seed", range(8))
 def test_counts_equal_the_built_model_for_random_configs(seed):
-    config = _random_config(random.Random(seed))
+    config = random_config(random.Random(seed))
     costs = model_costs(config, batch=2)
     assert (costs.params, costs.macs) == _measured(config, batch=2)
 

@@ -26,14 +26,25 @@ def test_parity_with_timm(name, tmp_path):
 @pytest.mark.parametrize("window", [3, 4, 5])
 def test_padded_windows_match_timm(window, tmp_path):
     """Windows that do not tile the feature map are zero-padded exactly as in timm."""
-    kwargs = dict(img_size=224, embed_dim=[32, 48], depth=[1, 1], num_heads=[2, 2],
-                  key_dim=[8, 8], window_size=[window, window], kernels=[3, 5],
-                  down_ops=(("", 1), ("subsample", 2)))
+    kwargs = dict(
+        img_size=224,
+        embed_dim=[32, 48],
+        depth=[1, 1],
+        num_heads=[2, 2],
+        key_dim=[8, 8],
+        window_size=[window, window],
+        kernels=[3, 5],
+        down_ops=(("", 1), ("subsample", 2)),
+    )
     reference = randomize(timm.models.efficientvit_msra.EfficientVitMsra(**kwargs)).eval()
     path = tmp_path / "timm.pth"
     torch.save(reference.state_dict(), path)
-    stages = tuple(StageConfig(embed_dim=d, depth=1, num_heads=2, key_dim=8,
-                               window_size=window, kernel_sizes=(3, 5)) for d in (32, 48))
+    stages = tuple(
+        StageConfig(
+            embed_dim=d, depth=1, num_heads=2, key_dim=8, window_size=window, kernel_sizes=(3, 5)
+        )
+        for d in (32, 48)
+    )
     model = evit.create_model(ModelConfig("padded", stages), weights=path).eval()
     x = torch.randn(1, 3, 224, 224)
     with torch.no_grad():
@@ -41,9 +52,17 @@ def test_padded_windows_match_timm(window, tmp_path):
 
 
 def test_any_stage_count_builds_and_runs():
-    stages = tuple(StageConfig(embed_dim=16 * (i + 1), depth=1 + i % 2, num_heads=2,
-                               key_dim=4, window_size=2, kernel_sizes=(3, 3))
-                   for i in range(4))
+    stages = tuple(
+        StageConfig(
+            embed_dim=16 * (i + 1),
+            depth=1 + i % 2,
+            num_heads=2,
+            key_dim=4,
+            window_size=2,
+            kernel_sizes=(3, 3),
+        )
+        for i in range(4)
+    )
     model = evit.create_model(ModelConfig("four", stages, img_size=128, num_classes=7)).eval()
     assert model(torch.randn(1, 3, 128, 128)).shape == (1, 7)
 
@@ -61,8 +80,7 @@ def test_fused_equals_unfused_and_leaves_input_untouched(tiny_model):
         assert max_rel_error(fused(x), tiny_model(x)) <= 1e-4
     for k, v in tiny_model.state_dict().items():
         assert torch.equal(v, before[k]), k
-    assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
-                   for m in fused.modules())
+    assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in fused.modules())
     assert fused is not tiny_model
 
 

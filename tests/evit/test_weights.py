@@ -17,8 +17,7 @@ def to_official_key(key: str) -> str:
     """This model's key -> microsoft/Cream key, written from the documented mapping."""
     key = key.replace(".branch.", ".m.").replace(".conv.", ".c.")
     key = re.sub(r"^head\.linear\.", "head.l.", key)
-    key = re.sub(r"^patch_embed\.(conv\d)\.conv\.", lambda m: f"patch_embed.{_STEM[m[1]]}.c.",
-                 key)
+    key = re.sub(r"^patch_embed\.(conv\d)\.conv\.", lambda m: f"patch_embed.{_STEM[m[1]]}.c.", key)
     key = re.sub(r"^patch_embed\.(conv\d)\.", lambda m: f"patch_embed.{_STEM[m[1]]}.", key)
     m = re.match(r"stages\.(\d+)\.downsample\.(res1|patchmerge|res2)\.(.*)", key)
     if m:
@@ -90,22 +89,28 @@ def test_wrong_variant_lists_expected_vs_found(tmp_path):
         evit.create_model("m0", weights=path)
     message = str(info.value)
     assert "does not fit efficientvit_m0" in message
-    assert "shape mismatch(es): patch_embed.conv1.conv.weight: file (16, 3, 3, 3) vs model " \
-           "(8, 3, 3, 3)" in message
+    assert (
+        "shape mismatch(es): patch_embed.conv1.conv.weight: file (16, 3, 3, 3) vs model "
+        "(8, 3, 3, 3)" in message
+    )
     assert "\n" not in message
 
 
 def test_num_classes_mismatch_and_reset_head(tmp_path, tiny_model):
     path = tmp_path / "tiny.pth"
     torch.save(tiny_model.state_dict(), path)
-    with pytest.raises(ValueError, match=r"head\.linear\.weight: file \(10, 24\) vs model "
-                                         r"\(5, 24\).*reset_head=True"):
+    with pytest.raises(
+        ValueError,
+        match=r"head\.linear\.weight: file \(10, 24\) vs model "
+        r"\(5, 24\).*reset_head=True",
+    ):
         evit.create_model(tiny_config(), num_classes=5, weights=path)
     model = evit.create_model(tiny_config(), num_classes=5, weights=path, reset_head=True)
     assert model.config.num_classes == 5
     assert model(torch.randn(2, 3, 64, 64)).shape == (2, 5)
-    assert torch.equal(model.patch_embed.conv1.conv.weight,
-                       tiny_model.patch_embed.conv1.conv.weight)
+    assert torch.equal(
+        model.patch_embed.conv1.conv.weight, tiny_model.patch_embed.conv1.conv.weight
+    )
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,280 @@
+"""``python -m edge``: export, inspect, build TensorRT engines, and measure latency.
+
+Examples:
+    python -m edge export m0 --out m0.onnx
+    python -m edge export my_variant.yaml --batch dynamic --fp16 --out variant_fp16.onnx
+    python -m edge info m0.onnx
+    python -m edge bench m0.onnx --threads 2 --compare m1.onnx
+    python -m edge trt m0.onnx --fp16 --out m0.engine --timing-cache trt.cache
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from edge.export import DEFAULT_OPSET, VerificationError, export_onnx, read_metadata
+from edge.latency import LatencyResult, measure_interleaved, measure_latency
+from edge.runtimes import DEVICES, RUNTIMES
+from edge.tensorrt import TensorRTUnavailable
+
+
+def _batch(text: str) -> int | None:
+    if text == "dynamic":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--batch {text!r}: give a positive integer or 'dynamic'"
+        ) from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"--batch {value}: must be >= 1")
+    return value
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be >= 1")
+    return value
+
+
+def _export(args: argparse.Namespace) -> int:
+    out = args.out or f"{str(args.model).rsplit('/', 1)[-1].split('.')[0]}.onnx"
+    try:
+        result = export_onnx(
+            args.model,
+            out,
+            weights=args.weights,
+            batch=args.batch,
+            opset=args.opset,
+            fp16=args.fp16,
+        )
+    except VerificationError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    v = result.verification
+    print(
+        f"wrote {result.path} ({result.precision}, batch "
+        f"{'dynamic' if result.batch is None else result.batch}, opset {result.opset}, "
+        f"{result.nodes} nodes)"
+    )
+    print(
+        f"verified against {v.reference} on {v.samples} random input(s): max abs error "
+        f"{v.max_abs_error:.3e}, max rel error {v.max_rel_error:.3e} (tolerance "
+        f"{v.tolerance:.0e}), top-1 agreement {v.top1_agreement:.0%}"
+    )
+    return 0
+
+
+def _info(args: argparse.Namespace) -> int:
+    meta = read_metadata(args.model)
+    if args.json:
+        meta = dict(meta)
+        if "config" in meta:
+            meta["config"] = meta["config"].to_dict()
+        print(json.dumps(meta, indent=2))
+        return 0
+    config = meta.pop("config", None)
+    for key, value in meta.items():
+        print(f"{key:<18} {value}")
+    if config is not None:
+        print("config:")
+        print("  " + config.to_yaml().rstrip().replace("\n", "\n  "))
+    return 0
+
+
+def _trt(args: argparse.Namespace) -> int:
+    from edge.tensorrt import build_engine
+
+    out = (
+        args.out
+        or str(args.model).removesuffix(".onnx") + (".fp16" if args.fp16 else "") + ".engine"
+    )
+    result = build_engine(
+        args.model,
+        out,
+        fp16=args.fp16,
+        timing_cache=args.timing_cache,
+        workspace_mb=args.workspace_mb,
+        batch=args.batch,
+        max_batch=args.max_batch,
+    )
+    print(
+        f"wrote {out} and {out}.json ({result.info.precision}, TensorRT "
+        f"{result.info.tensorrt_version}, {result.info.gpu}, built in "
+        f"{result.info.build_seconds:.1f} s)"
+    )
+    return 0
+
+
+def _format(r: LatencyResult) -> str:
+    line = (
+        f"{r.model}: median {r.median_ms:.3f} ms [95% CI {r.ci_low_ms:.3f}, "
+        f"{r.ci_high_ms:.3f}]  p90 {r.p90_ms:.3f}  p99 {r.p99_ms:.3f}  mean {r.mean_ms:.3f}"
+        f"  std {r.std_ms:.3f}  CV {r.cv:.1%}  runs {r.runs}"
+        f"{'' if r.converged else ' (CI target not reached)'}"
+    )
+    if r.gpu_median_ms is not None:
+        line += f"\n  GPU compute median {r.gpu_median_ms:.3f} ms  p99 {r.gpu_p99_ms:.3f} ms"
+    if r.session_ms is not None:
+        line += f"\n  session {r.session_ms:.1f} ms, first run {r.first_run_ms:.2f} ms"
+    return line
+
+
+def _bench(args: argparse.Namespace) -> int:
+    common = dict(runtime=args.runtime, device=args.device, batch=args.batch, threads=args.threads)
+    if args.compare:
+        res = measure_interleaved(
+            [args.model, args.compare], **common, max_seconds=args.max_seconds
+        )
+        if args.json:
+            print(json.dumps(res.to_dict(), indent=2))
+            return 0
+        for r in res.results:
+            print(_format(r))
+        ratio = res.ratios[0]
+        print(
+            f"{ratio.other} / {ratio.reference} latency ratio: {ratio.ratio:.3f} "
+            f"[95% CI {ratio.ci_low:.3f}, {ratio.ci_high:.3f}] over {ratio.rounds} "
+            f"interleaved rounds ({'first' if ratio.ratio > 1 else 'second'} is faster)"
+        )
+        return 0
+    result = measure_latency(
+        args.model, **common, target_rel_ci=args.target_ci, max_seconds=args.max_seconds
+    )
+    if args.json:
+        print(result.to_json())
+        return 0
+    print(_format(result))
+    env = result.environment
+    print(
+        f"  {env['cpu']}, {env['usable_cores']} usable cores, threads "
+        f"{result.threads or 'default'}, {result.runtime} "
+        f"{env['versions'].get({'ort': 'onnxruntime', 'trt': 'tensorrt'}.get(result.runtime, 'torch'))}"
+        + (f", GPU {env.get('gpu')}" if result.device == "cuda" else "")
+    )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m edge",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    ex = sub.add_parser("export", help="fuse, export to ONNX, check and verify against PyTorch")
+    ex.add_argument("model", help="variant name (m0..m5), YAML config, or evit checkpoint")
+    ex.add_argument(
+        "--weights",
+        help="checkpoint to load (official, timm or evit format); random weights otherwise",
+    )
+    ex.add_argument("--out", help="output .onnx path (default: <model>.onnx)")
+    ex.add_argument(
+        "--batch",
+        type=_batch,
+        default=1,
+        help="fixed batch size, or 'dynamic' for a dynamic batch axis (default 1)",
+    )
+    ex.add_argument(
+        "--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})"
+    )
+    ex.add_argument(
+        "--fp16",
+        action="store_true",
+        help="mixed precision: fp16 except softmax and the attention-bias add "
+        "(for TensorRT 11 strongly typed builds); verified against fp32",
+    )
+
+    info = sub.add_parser("info", help="print an exported file's metadata")
+    info.add_argument("model", help=".onnx file written by 'edge export'")
+    info.add_argument("--json", action="store_true", help="machine-readable output")
+
+    trt = sub.add_parser("trt", help="build a TensorRT engine (needs tensorrt and a GPU)")
+    trt.add_argument("model", help=".onnx file")
+    trt.add_argument("--out", help="engine path (default: <model>[.fp16].engine)")
+    trt.add_argument(
+        "--fp16",
+        action="store_true",
+        help="fp16 engine (TensorRT 10: builder "
+        "flag with softmax pinned to fp32; 11: built from a mixed-fp16 ONNX)",
+    )
+    trt.add_argument("--timing-cache", help="timing cache file to reuse and update")
+    trt.add_argument(
+        "--workspace-mb",
+        type=_positive,
+        default=1024,
+        help="builder workspace limit in MiB (default 1024)",
+    )
+    trt.add_argument(
+        "--batch",
+        type=_positive,
+        default=1,
+        help="optimal batch of a dynamic-batch profile (default 1)",
+    )
+    trt.add_argument(
+        "--max-batch",
+        type=_positive,
+        help="largest batch of a dynamic-batch profile (default --batch)",
+    )
+
+    bench = sub.add_parser("bench", help="measure latency (median, CI, percentiles)")
+    bench.add_argument("model", help=".onnx, .engine, or a variant name / YAML / checkpoint")
+    bench.add_argument(
+        "--runtime",
+        choices=RUNTIMES,
+        help="default by file type: .onnx->ort, .engine->trt, name->torch",
+    )
+    bench.add_argument("--device", choices=DEVICES, default="cpu", help="default cpu")
+    bench.add_argument("--batch", type=_positive, default=1, help="images per run (default 1)")
+    bench.add_argument(
+        "--threads",
+        type=_positive,
+        help="intra-op CPU threads (default: the runtime's own default)",
+    )
+    bench.add_argument(
+        "--compare",
+        metavar="OTHER",
+        help="second model, run interleaved; prints the paired latency ratio",
+    )
+    bench.add_argument(
+        "--target-ci",
+        type=float,
+        default=0.02,
+        help="stop when the median's 95%% CI is within this fraction (0.02)",
+    )
+    bench.add_argument(
+        "--max-seconds", type=float, default=20.0, help="time cap of the measurement (default 20)"
+    )
+    bench.add_argument("--json", action="store_true", help="print the result as JSON")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    handlers = {"export": _export, "info": _info, "trt": _trt, "bench": _bench}
+    try:
+        return handlers[args.command](args)
+    except (ValueError, TensorRTUnavailable) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

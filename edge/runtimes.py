@@ -1,0 +1,341 @@
+"""Runtimes behind one small interface: ONNX Runtime (CPU), PyTorch (CPU/CUDA), TensorRT (GPU).
+
+A runtime owns a loaded model and a prepared input of a fixed batch, and answers two calls:
+``run()`` (one inference on the prepared input, returning the output as NumPy) and ``timed()``
+(one inference, returning host milliseconds and, on a GPU, device milliseconds from CUDA events,
+like trtexec's "GPU compute" vs "latency").
+
+Example:
+    >>> from edge.runtimes import open_runtime
+    >>> rt = open_runtime("m0.onnx", threads=2)  # doctest: +SKIP
+    >>> host_ms, gpu_ms = rt.timed()  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import abc
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+RUNTIMES = ("ort", "torch", "trt")
+DEVICES = ("cpu", "cuda")
+
+
+class Runtime(abc.ABC):
+    """Base class: subclasses set ``name``, ``device``, ``input_shape`` and implement
+    ``_infer`` (run on the prepared input) and ``_output`` (fetch the last output)."""
+
+    name = "base"
+    device = "cpu"
+    threads: int | None = None
+    input_shape: tuple[int, ...] = ()
+    label = ""
+
+    @abc.abstractmethod
+    def set_input(self, x: np.ndarray) -> None: ...
+
+    @abc.abstractmethod
+    def _infer(self) -> None: ...
+
+    @abc.abstractmethod
+    def _output(self) -> np.ndarray: ...
+
+    def run(self) -> np.ndarray:
+        """One inference on the prepared input; returns the output."""
+        self._infer()
+        return self._output()
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        self.set_input(x)
+        return self.run()
+
+    def timed(self) -> tuple[float, float | None]:
+        """One inference: (host ms, device ms or None on a CPU)."""
+        start = time.perf_counter()
+        self._infer()
+        return (time.perf_counter() - start) * 1e3, None
+
+    def close(self) -> None:
+        """Release the session (GPU memory, threads)."""
+
+    def __enter__(self) -> Runtime:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _check_batch(expected: int | str | None, batch: int, source: str) -> None:
+    if isinstance(expected, int) and expected > 0 and expected != batch:
+        raise ValueError(
+            f"{source} was exported for batch {expected}, but batch {batch} was "
+            "requested; re-export with --batch N or --batch dynamic"
+        )
+
+
+class OrtRuntime(Runtime):
+    """ONNX Runtime on the CPU.
+
+    Args:
+        path: the ``.onnx`` file.
+        batch: images per inference (must match a static batch in the file).
+        threads: intra-op threads (None: ONNX Runtime's default, one per core).
+        optimization: graph optimization level, ``disable|basic|extended|all``.
+        spinning: let idle worker threads spin; turn off inside a server so that idle threads do
+            not starve request handling (costs some latency).
+    """
+
+    name = "ort"
+    OPTIMIZATION = ("disable", "basic", "extended", "all")
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        batch: int = 1,
+        threads: int | None = None,
+        optimization: str = "all",
+        spinning: bool = True,
+    ) -> None:
+        import onnxruntime as ort
+
+        from edge.export import load_onnx
+
+        if optimization not in self.OPTIMIZATION:
+            raise ValueError(
+                f"optimization={optimization!r}: choose one of {', '.join(self.OPTIMIZATION)}"
+            )
+        proto = load_onnx(path, load_weights=False)
+        inp = proto.graph.input[0]
+        dims = [
+            d.dim_value if d.HasField("dim_value") else d.dim_param
+            for d in inp.type.tensor_type.shape.dim
+        ]
+        if len(dims) != 4:
+            raise ValueError(f"{path}: expected one image input (B, C, H, W), got shape {dims}")
+        _check_batch(dims[0], batch, str(path))
+        self.input_name = inp.name
+        self.input_shape = (batch, *(int(d) for d in dims[1:]))
+        options = ort.SessionOptions()
+        if threads is not None:
+            options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = {
+            "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+            "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+            "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+            "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+        }[optimization]
+        options.add_session_config_entry(
+            "session.intra_op.allow_spinning", "1" if spinning else "0"
+        )
+        options.log_severity_level = 3
+        self.threads = threads
+        self.label = str(path)
+        try:
+            self.session = ort.InferenceSession(
+                str(path), options, providers=["CPUExecutionProvider"]
+            )
+        except Exception as e:
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise ValueError(f"ONNX Runtime cannot load {path}: {first[:200]}") from None
+        self.output_name = self.session.get_outputs()[0].name
+        self.set_input(np.zeros(self.input_shape, np.float32))
+
+    def set_input(self, x: np.ndarray) -> None:
+        if tuple(x.shape) != self.input_shape:
+            raise ValueError(
+                f"input shape {tuple(x.shape)} does not match the model's {self.input_shape}"
+            )
+        self._feed = {self.input_name: np.ascontiguousarray(x, dtype=np.float32)}
+        self._last: np.ndarray | None = None
+
+    def _infer(self) -> None:
+        self._last = self.session.run([self.output_name], self._feed)[0]
+
+    def _output(self) -> np.ndarray:
+        assert self._last is not None
+        return self._last
+
+    def close(self) -> None:
+        self.session = None
+
+
+class TorchRuntime(Runtime):
+    """Eager PyTorch on the CPU or a CUDA GPU (optionally replaying a CUDA graph).
+
+    Args:
+        model: an ``nn.Module`` (fused for deployment by the caller) taking (B, C, H, W).
+        input_shape: (B, C, H, W).
+        device: ``cpu`` or ``cuda``.
+        threads: intra-op threads on the CPU (``torch.set_num_threads``; process-wide).
+        cuda_graph: capture one inference as a CUDA graph and replay it.
+    """
+
+    name = "torch"
+
+    def __init__(
+        self,
+        model: Any,
+        input_shape: tuple[int, ...],
+        device: str = "cpu",
+        threads: int | None = None,
+        cuda_graph: bool = False,
+    ) -> None:
+        import torch
+
+        if device not in DEVICES:
+            raise ValueError(f"device={device!r}: choose one of {', '.join(DEVICES)}")
+        if device == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError(
+                "no CUDA GPU visible to PyTorch (torch.cuda.is_available() is "
+                "False); use --device cpu"
+            )
+        if cuda_graph and device != "cuda":
+            raise ValueError("cuda_graph needs device='cuda'")
+        if threads is not None:
+            torch.set_num_threads(threads)
+        self.torch = torch
+        self.device = device
+        self.threads = threads
+        self.input_shape = tuple(input_shape)
+        self.label = getattr(getattr(model, "config", None), "name", type(model).__name__)
+        self.model = model.to(device).eval()
+        self.cuda_graph = cuda_graph
+        self._graph = None
+        self.set_input(np.zeros(self.input_shape, np.float32))
+
+    def set_input(self, x: np.ndarray) -> None:
+        if tuple(x.shape) != self.input_shape:
+            raise ValueError(
+                f"input shape {tuple(x.shape)} does not match the model's {self.input_shape}"
+            )
+        torch = self.torch
+        self._input = torch.from_numpy(np.ascontiguousarray(x, np.float32)).to(self.device)
+        self._graph = None
+        if self.cuda_graph:
+            with torch.inference_mode():
+                stream = torch.cuda.Stream()
+                stream.wait_stream(torch.cuda.current_stream())
+                with torch.cuda.stream(stream):
+                    for _ in range(3):  # warm up kernels before capture
+                        self.model(self._input)
+                torch.cuda.current_stream().wait_stream(stream)
+                self._graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(self._graph):
+                    self._result = self.model(self._input)
+
+    def _infer(self) -> None:
+        if self._graph is not None:
+            self._graph.replay()
+            return
+        with self.torch.inference_mode():
+            self._result = self.model(self._input)
+
+    def _output(self) -> np.ndarray:
+        if self.device == "cuda":
+            self.torch.cuda.synchronize()
+        return self._result.detach().float().cpu().numpy()
+
+    def timed(self) -> tuple[float, float | None]:
+        if self.device == "cpu":
+            return super().timed()
+        torch = self.torch
+        start_evt = torch.cuda.Event(enable_timing=True)
+        end_evt = torch.cuda.Event(enable_timing=True)
+        start = time.perf_counter()
+        start_evt.record()
+        self._infer()
+        end_evt.record()
+        end_evt.synchronize()
+        host = (time.perf_counter() - start) * 1e3
+        return host, start_evt.elapsed_time(end_evt)
+
+    def close(self) -> None:
+        self._graph = None
+        self.model = None
+
+
+def open_runtime(
+    model: str | os.PathLike,
+    *,
+    runtime: str | None = None,
+    device: str = "cpu",
+    batch: int = 1,
+    threads: int | None = None,
+    weights: str | None = None,
+    spinning: bool = True,
+    cuda_graph: bool = False,
+) -> Runtime:
+    """Open ``model`` (``.onnx``, ``.engine``, or a variant name / YAML / checkpoint).
+
+    The runtime defaults by file type: ``.onnx`` -> ONNX Runtime, ``.engine`` -> TensorRT,
+    anything else -> PyTorch (fused). A name with ``runtime='ort'`` is exported to a temporary
+    ONNX file first.
+    """
+    if runtime is not None and runtime not in RUNTIMES:
+        raise ValueError(f"unknown runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}")
+    if device not in DEVICES:
+        raise ValueError(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}")
+    if batch < 1:
+        raise ValueError(f"batch={batch}: must be >= 1")
+    text = str(model)
+    suffix = Path(text).suffix
+    kind = runtime or {".onnx": "ort", ".engine": "trt", ".plan": "trt"}.get(suffix, "torch")
+    if suffix in (".onnx", ".engine", ".plan") and not Path(text).is_file():
+        raise ValueError(f"model file not found: {text}")
+    if kind == "trt":
+        from edge.tensorrt import TrtRuntime, build_engine
+
+        if suffix == ".onnx":
+            return TrtRuntime(
+                build_engine(text, out=None, batch=batch).engine_bytes,
+                batch=batch,
+                label=text,
+                cuda_graph=cuda_graph,
+            )
+        if suffix not in (".engine", ".plan"):
+            raise ValueError(
+                "the TensorRT runtime takes a .engine file (build one with "
+                "'python -m edge trt model.onnx') or an .onnx file"
+            )
+        return TrtRuntime(Path(text).read_bytes(), batch=batch, label=text, cuda_graph=cuda_graph)
+    if kind == "ort":
+        if device != "cpu":
+            raise ValueError(
+                "the ONNX Runtime target here is CPU only; use --runtime trt or "
+                "--runtime torch for --device cuda"
+            )
+        if suffix == ".onnx":
+            return OrtRuntime(text, batch=batch, threads=threads, spinning=spinning)
+        import tempfile
+
+        from edge.export import export_onnx
+
+        with tempfile.TemporaryDirectory() as tmp:
+            path = export_onnx(text, Path(tmp) / "model.onnx", weights=weights, batch=batch).path
+            rt = OrtRuntime(path, batch=batch, threads=threads, spinning=spinning)
+        rt.label = text
+        return rt
+    if suffix in (".onnx", ".engine", ".plan"):
+        raise ValueError(f"the torch runtime takes a variant name, YAML or checkpoint, not {text}")
+    import evit
+
+    net = evit.fuse(evit.create_model(text, weights=weights).eval())
+    cfg = net.config
+    rt = TorchRuntime(
+        net,
+        (batch, cfg.in_chans, cfg.img_size, cfg.img_size),
+        device=device,
+        threads=threads,
+        cuda_graph=cuda_graph,
+    )
+    rt.label = text
+    return rt
