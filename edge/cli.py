@@ -154,10 +154,11 @@ def _bench(args: argparse.Namespace) -> int:
         return 0
     print(_format(result))
     env = result.environment
+    package = {"ort": "onnxruntime", "trt": "tensorrt"}.get(result.runtime, "torch")
     print(
         f"  {env['cpu']}, {env['usable_cores']} usable cores, threads "
         f"{result.threads or 'default'}, {result.runtime} "
-        f"{env['versions'].get({'ort': 'onnxruntime', 'trt': 'tensorrt'}.get(result.runtime, 'torch'))}"
+        f"{env['versions'].get(package)}"
         + (f", GPU {env.get('gpu')}" if result.device == "cuda" else "")
     )
     return 0

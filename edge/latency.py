@@ -44,8 +44,8 @@ def median_ci(samples: Sequence[float], z: float = Z95) -> tuple[float, float]:
     if n == 0:
         raise ValueError("median_ci needs at least one sample")
     half = z * math.sqrt(n) / 2
-    lo = max(int(math.floor(n / 2 - half)), 0)
-    hi = min(int(math.ceil(n / 2 + half)), n - 1)
+    lo = max(math.floor(n / 2 - half), 0)
+    hi = min(math.ceil(n / 2 + half), n - 1)
     return float(x[lo]), float(x[hi])
 
 

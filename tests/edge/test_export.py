@@ -132,7 +132,7 @@ def _always_off(module):
 def test_bad_arguments(tmp_path, kwargs, match):
     with pytest.raises(ValueError, match=match):
         export_onnx(tiny_config(), tmp_path / "x.onnx", **kwargs)
-    with pytest.raises(ValueError, match="must end in .onnx"):
+    with pytest.raises(ValueError, match=r"must end in \.onnx"):
         export_onnx(tiny_config(), tmp_path / "x.bin")
 
 

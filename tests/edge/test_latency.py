@@ -154,7 +154,7 @@ def test_interleaved_alternates_blocks():
     measure_interleaved(
         [a, b], clock=clock, sleep=lambda s: None, min_rounds=2, max_rounds=2, block_seconds=0.01
     )
-    switches = [x for x, y in zip(order, order[1:]) if x != y]
+    switches = [x for x, y in itertools.pairwise(order) if x != y]
     assert len(switches) >= 3  # a-warmup, b-warmup, then rounds a b | b a
 
 
