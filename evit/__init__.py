@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from evit.config import ModelConfig, StageConfig, list_variants, load_config, save_yaml
 from evit.costs import ModelCosts, model_costs
-from evit.fuse import fuse
+from evit.fusion import fuse
 from evit.model import EfficientViT
 from evit.weights import create_model, load_weights, save_checkpoint
 
