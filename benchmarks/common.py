@@ -57,9 +57,15 @@ def export_torch_onnx(model: nn.Module, path: Path, size: int = 224, batch: int 
     """The standard export: torch.onnx.export, opset 17, TorchScript exporter."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(model, (torch.zeros(batch, 3, size, size),), str(path),
-                          input_names=["image"], output_names=["logits"], opset_version=17,
-                          dynamo=False)
+        torch.onnx.export(
+            model,
+            (torch.zeros(batch, 3, size, size),),
+            str(path),
+            input_names=["image"],
+            output_names=["logits"],
+            opset_version=17,
+            dynamo=False,
+        )
     return path
 
 

@@ -64,7 +64,7 @@ class ExportResult:
     batch: int | None  # None = dynamic
     opset: int
     precision: str
-    verification: Verification
+    verification: Verification | None  # None when verification was skipped
     nodes: int
 
 
@@ -127,7 +127,7 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
         k.removeprefix("evit."): v for k, v in raw.items() if k.startswith("evit.")
     }
     for key in ("input_size", "mean", "std", "class_names", "verification"):
-        if key in out:
+        if key in out and out[key] != "skipped":
             out[key] = json.loads(out[key])
     if "config" in out:
         import yaml
@@ -223,6 +223,7 @@ def export_onnx(
     opset: int = DEFAULT_OPSET,
     fp16: bool = False,
     class_names: list[str] | None = None,
+    verify: bool = True,
     verify_samples: int = 2,
     seed: int = 0,
 ) -> ExportResult:
@@ -237,6 +238,10 @@ def export_onnx(
         fp16: write a mixed-precision file (fp16 everywhere but softmax and the attention-bias
             add) for TensorRT 11's strongly typed builds; verified against the fp32 export.
         class_names: stored in the metadata when known.
+        verify: compare against PyTorch with ONNX Runtime (skip only for throw-away files, such
+            as the search's per-trial latency probes; the file's metadata then says so).
+        verify: compare against PyTorch with ONNX Runtime (skip only for throw-away files, such
+            as the search's per-trial latency probes; the file's metadata then says so).
         verify_samples: images used for verification when the batch is dynamic.
         seed: seed of the random verification inputs.
 
@@ -260,6 +265,19 @@ def export_onnx(
     proto = torchscript_export(deployed, config, batch, opset)
     onnx.checker.check_model(proto)
 
+    if not verify:
+        set_metadata(proto, build_metadata(config, "fp32", batch, class_names))
+        set_metadata(proto, {"evit.verification": "skipped"})
+        _atomic_save(proto, out)
+        return ExportResult(
+            path=out,
+            config=config,
+            batch=batch,
+            opset=opset,
+            precision="fp32",
+            verification=None,
+            nodes=len(proto.graph.node),
+        )
     x = _sample_inputs(config, batch, verify_samples, seed)
     with torch.no_grad():
         expected = deployed(torch.from_numpy(x)).numpy()

@@ -1,0 +1,261 @@
+"""``python -m search --budget-ms 2``: find the best EfficientViT variant that fits a latency
+budget measured on this device, next to M0-M5 measured in the same run.
+
+Examples:
+    python -m search --budget-ms 2
+    python -m search --budget-ms 12 --family --timeout 600
+    python -m search --budget-ms 2 --storage journal:///tmp/study.log --study shared  # 2 workers
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from edge.tensorrt import TensorRTUnavailable
+from search.objectives import OBJECTIVES
+from search.study import SAMPLERS, SearchOptions, SearchOutcome, run_search
+from search.targets import TARGETS, TargetUnavailable
+
+DEFAULT_TIMEOUT_S = 330.0
+
+
+class Progress:
+    """A tqdm bar: trials done, best feasible so far, time left."""
+
+    def __init__(
+        self, run: Any, study: optuna.Study, total: int | None, timeout: float | None
+    ) -> None:
+        from tqdm import tqdm
+
+        self.run = run
+        self.timeout = timeout
+        self.start = time.monotonic()
+        self.bar = tqdm(
+            total=total,
+            unit="trial",
+            file=sys.stderr,
+            dynamic_ncols=True,
+            desc=f"search {run.opts.budget_ms:g} ms",
+        )
+        self.best: tuple[float, float] | None = None
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        attrs = trial.user_attrs
+        if (
+            trial.state == optuna.trial.TrialState.COMPLETE
+            and attrs.get("latency_source") in ("measured", "cache")
+            and trial.values[1] <= self.run.opts.budget_ms
+            and (self.best is None or trial.values[0] > self.best[0])
+        ):
+            self.best = (trial.values[0], trial.values[1])
+        parts = []
+        if self.best is not None:
+            value = self.best[0]
+            shown = (
+                f"{value / 1e6:.2f}M"
+                if self.run.objective.name in ("params", "macs")
+                else f"{value:.3g}"
+            )
+            parts.append(f"best {self.run.objective.name} {shown} @ {self.best[1]:.2f} ms")
+        else:
+            parts.append("no feasible yet")
+        if self.timeout is not None:
+            left = max(0.0, self.timeout - (time.monotonic() - self.start))
+            parts.append(f"{left:.0f} s left")
+        self.bar.set_postfix_str(", ".join(parts), refresh=False)
+        self.bar.update(1)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m search",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--budget-ms",
+        type=float,
+        required=True,
+        help="latency budget in milliseconds per batch (required)",
+    )
+    p.add_argument(
+        "--target",
+        choices=TARGETS,
+        default="auto",
+        help="where latency is measured: auto = TensorRT if it and a GPU are "
+        "present, else ONNX Runtime on the CPU (default auto)",
+    )
+    p.add_argument("--batch", type=int, default=1, help="images per inference (default 1)")
+    p.add_argument(
+        "--threads", type=int, help="CPU threads for ort-cpu/torch-cpu (default: all usable cores)"
+    )
+    stop = p.add_mutually_exclusive_group()
+    stop.add_argument(
+        "--trials", type=int, help="stop after this many trials in the study (all workers together)"
+    )
+    stop.add_argument(
+        "--timeout",
+        type=float,
+        help=f"stop the trial loop after this many seconds (default "
+        f"{DEFAULT_TIMEOUT_S:g} when --trials is not given); the final "
+        "re-measurement and outputs follow",
+    )
+    p.add_argument(
+        "--objective",
+        choices=sorted(OBJECTIVES),
+        default="params",
+        help="what to maximize under the budget; all are proxies, not accuracy (default params)",
+    )
+    p.add_argument(
+        "--space",
+        help="search space YAML (default: the shipped space, which reaches below M0 and above M5)",
+    )
+    p.add_argument(
+        "--storage",
+        help="Optuna storage: sqlite:///f.db, postgresql://..., or "
+        "journal:///f.log for several workers on one machine (default: "
+        "sqlite in --out)",
+    )
+    p.add_argument(
+        "--study",
+        help="study name; re-running with the same storage and study "
+        "resumes it (default: from target, batch, threads, budget, objective)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="sampler seed (default 0)")
+    p.add_argument(
+        "--sampler",
+        choices=SAMPLERS,
+        default="tpe",
+        help="Optuna sampler (default tpe; see docs/benchmarks.md for why)",
+    )
+    p.add_argument("--out", type=Path, help="output folder (default runs/<study>)")
+    p.add_argument(
+        "--family",
+        action="store_true",
+        help="also pick S0-S5: the best configs at the re-measured latencies of "
+        "M0-M5 (give a budget above M5's latency)",
+    )
+    p.add_argument(
+        "--measure-seconds",
+        type=float,
+        default=2.0,
+        help="time cap of one trial's latency measurement (default 2)",
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    return p
+
+
+def _print_summary(o: SearchOutcome) -> None:
+    print(
+        f"\nsearch {o.study_name}: budget {o.budget_ms:g} ms on {o.target.name} "
+        f"(batch {o.target.batch}, threads {o.target.threads}), objective "
+        f"{o.objective.name} (a proxy, not accuracy)"
+    )
+    print(
+        f"{'model':<24} {'objective':>10} {'params':>8} {'MACs':>8} {'first ms':>9} "
+        f"{'re-measured ms [95% CI]':>26}"
+    )
+    rows = ([o.best] if o.best else []) + o.references
+    for c in rows:
+        r = c.remeasured
+        cell = f"{r.median_ms:.3f} [{r.ci_low_ms:.3f}, {r.ci_high_ms:.3f}]" if r else "-"
+        value = (
+            f"{c.objective / 1e6:.2f}M"
+            if o.objective.name in ("params", "macs")
+            else f"{c.objective:.3g}"
+        )
+        star = " *" if c is o.best else ""
+        print(
+            f"{c.config.name + star:<24} {value:>10} {c.params / 1e6:>7.2f}M "
+            f"{c.macs / 1e6:>7.1f}M {c.latency.median_ms:>9.3f} {cell:>26}"
+        )
+    if o.family:
+        print(
+            "family: "
+            + ", ".join(f"S{i} replaces {r.reference}" for i, (r, _) in enumerate(o.family))
+        )
+    print(
+        f"outputs: {o.out}/ (report.md, best.yaml, best.onnx, trials.csv, pareto.yaml, "
+        "pareto.png, pareto.html, measurements.jsonl)"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    optuna.logging.set_verbosity(optuna.logging.INFO if args.verbose else optuna.logging.ERROR)
+    timeout = (
+        args.timeout
+        if args.timeout is not None
+        else (DEFAULT_TIMEOUT_S if args.trials is None else None)
+    )
+    opts = SearchOptions(
+        budget_ms=args.budget_ms,
+        target=args.target,
+        batch=args.batch,
+        threads=args.threads,
+        trials=args.trials,
+        timeout=timeout,
+        objective=args.objective,
+        space=args.space,
+        storage=args.storage,
+        study=args.study,
+        seed=args.seed,
+        out=args.out,
+        family=args.family,
+        sampler=args.sampler,
+        measure_seconds=args.measure_seconds,
+        progress=not args.no_progress,
+    )
+    factory = (
+        None
+        if args.no_progress
+        else (lambda run, study: Progress(run, study, args.trials, timeout))
+    )
+    try:
+        outcome = run_search(opts, factory)
+    except (ValueError, TargetUnavailable, TensorRTUnavailable) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(
+            "interrupted: finished trials are saved; run the same command to resume",
+            file=sys.stderr,
+        )
+        return 130
+    _print_summary(outcome)
+    if outcome.interrupted:
+        print(
+            "interrupted: finished trials are saved; run the same command to resume",
+            file=sys.stderr,
+        )
+        return 130
+    if outcome.best is None:
+        f = outcome.fastest
+        lat = (f.remeasured or f.latency) if f else None
+        where = f"{f.config.name} at {lat.median_ms:.3f} ms" if f else "nothing measured"
+        print(
+            f"error: no configuration fits {outcome.budget_ms:g} ms on {outcome.target.name}; "
+            f"fastest measured: {where} (report: {outcome.out / 'report.md'})",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

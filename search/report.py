@@ -1,0 +1,446 @@
+"""Search outputs: trials.csv, pareto.yaml, best.yaml, best.onnx, report.md, Pareto plots,
+and the regenerated family S0-S5.
+
+Every file is written atomically (temp file, then rename); ``report.md`` is written last, so a
+run that died part-way never leaves a report that looks complete.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import optuna
+import yaml
+from optuna.trial import TrialState
+
+from edge.export import VerificationError, export_onnx
+from evit.config import atomic_write_text, save_yaml
+
+log = logging.getLogger(__name__)
+
+CSV_FIELDS = [
+    "number",
+    "state",
+    "reference",
+    "objective",
+    "latency_ms",
+    "latency_ci_low_ms",
+    "latency_ci_high_ms",
+    "latency_runs",
+    "latency_source",
+    "feasible",
+    "params",
+    "macs",
+    "activation_bytes",
+    "embed_dims",
+    "depths",
+    "num_heads",
+    "key_dims",
+    "ffn_ratios",
+    "windows",
+    "kernels",
+    "arch_hash",
+    "build_s",
+    "export_s",
+    "session_s",
+    "measure_s",
+    "objective_s",
+    "note",
+]
+
+
+def _stage_lists(config: Any) -> dict[str, str]:
+    s = config.stages
+    return {
+        "embed_dims": "/".join(str(x.embed_dim) for x in s),
+        "depths": "/".join(str(x.depth) for x in s),
+        "num_heads": "/".join(str(x.num_heads) for x in s),
+        "key_dims": "/".join(str(x.key_dim) for x in s),
+        "ffn_ratios": "/".join(f"{x.ffn_ratio:g}" for x in s),
+        "windows": "/".join(str(x.window_size) for x in s),
+        "kernels": "/".join(",".join(map(str, x.kernel_sizes)) for x in s),
+    }
+
+
+def trials_csv(study: optuna.Study, run: Any) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS)
+    writer.writeheader()
+    for t in study.get_trials(deepcopy=False):
+        a = t.user_attrs
+        row: dict[str, Any] = {
+            "number": t.number,
+            "state": t.state.name,
+            "reference": a.get("reference", ""),
+        }
+        if t.params and len(t.params) == len(t.distributions):
+            row.update(_stage_lists(run.space.config_from_params(t.params)))
+        if t.state == TrialState.COMPLETE:
+            source = a.get("latency_source", "")
+            row.update(
+                objective=t.values[0],
+                latency_source=source,
+                params=a.get("params"),
+                macs=a.get("macs"),
+                activation_bytes=a.get("activation_bytes"),
+                arch_hash=a.get("arch_hash"),
+            )
+            if source in ("measured", "cache"):
+                row.update(
+                    latency_ms=a["latency_median_ms"],
+                    latency_ci_low_ms=a["latency_ci_low_ms"],
+                    latency_ci_high_ms=a["latency_ci_high_ms"],
+                    latency_runs=a["latency_runs"],
+                    feasible=a["latency_median_ms"] <= run.opts.budget_ms,
+                )
+            else:
+                row.update(
+                    feasible=False,
+                    note=f"not measured: {a.get('prefilter_reason')} "
+                    f"(latency >= {t.values[1]:.3f} ms)",
+                )
+            row.update({k: f"{v:.3f}" for k, v in a.get("timings", {}).items()})
+        writer.writerow(row)
+    return buf.getvalue()
+
+
+def _latency_dict(r: Any) -> dict[str, Any] | None:
+    if r is None:
+        return None
+    return {
+        "median_ms": round(r.median_ms, 4),
+        "ci_low_ms": round(r.ci_low_ms, 4),
+        "ci_high_ms": round(r.ci_high_ms, 4),
+        "runs": r.runs,
+    }
+
+
+def _candidate_dict(c: Any) -> dict[str, Any]:
+    return {
+        "name": c.config.name,
+        "reference": c.reference,
+        "trial": c.trial,
+        "objective": c.objective,
+        "params": c.params,
+        "macs": c.macs,
+        "first_latency": _latency_dict(c.latency),
+        "remeasured": _latency_dict(c.remeasured),
+        "config": c.config.to_dict(),
+    }
+
+
+def _fmt_lat(r: Any) -> str:
+    if r is None:
+        return "-"
+    return f"{r.median_ms:.3f} [{r.ci_low_ms:.3f}, {r.ci_high_ms:.3f}]"
+
+
+def _objective_cell(value: float, name: str) -> str:
+    if name in ("params", "macs"):
+        return f"{value / 1e6:.2f} M"
+    return f"{value:.3g}"
+
+
+def candidate_table(rows: list[Any], objective: str) -> str:
+    lines = [
+        f"| model | {objective} | params | MACs | first latency ms | re-measured ms "
+        "[95% CI] | widths | depths | heads |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for c in rows:
+        s = _stage_lists(c.config)
+        lines.append(
+            f"| {c.config.name} | {_objective_cell(c.objective, objective)} | "
+            f"{c.params / 1e6:.2f} M | {c.macs / 1e6:.1f} M | "
+            f"{c.latency.median_ms:.3f} | {_fmt_lat(c.remeasured)} | "
+            f"{s['embed_dims']} | {s['depths']} | {s['num_heads']} |"
+        )
+    return "\n".join(lines)
+
+
+def _plots(outcome: Any, study: optuna.Study, run: Any, out: Path) -> list[str]:
+    """Pareto plot as PNG (matplotlib) and interactive HTML (plotly), references marked."""
+    written = []
+    pts = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        if t.user_attrs.get("latency_source") in ("measured", "cache"):
+            pts.append((t.values[1], t.values[0], t.number, t.user_attrs.get("reference")))
+    if not pts:
+        return written
+    budget = outcome.budget_ms
+    label = f"{outcome.objective.name} (proxy, not accuracy)"
+    refs = [(c.remeasured or c.latency).median_ms for c in outcome.references]
+    ref_obj = [c.objective for c in outcome.references]
+    front = [((c.remeasured or c.latency).median_ms, c.objective) for c in outcome.pareto]
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+        ax.scatter([p[0] for p in pts], [p[1] for p in pts], s=10, alpha=0.4, label="trials")
+        ax.scatter(
+            [f[0] for f in front],
+            [f[1] for f in front],
+            s=28,
+            marker="D",
+            label="Pareto candidates (re-measured)",
+        )
+        ax.scatter(refs, ref_obj, s=60, marker="*", color="black", label="M0-M5 (re-measured)")
+        for c, x, y in zip(outcome.references, refs, ref_obj):
+            ax.annotate(
+                c.reference.replace("efficientvit_", "").upper(),
+                (x, y),
+                textcoords="offset points",
+                xytext=(4, 4),
+                fontsize=8,
+            )
+        ax.axvline(budget, color="red", linestyle="--", label=f"budget {budget:g} ms")
+        ax.set_xlabel(f"latency ms ({outcome.target.name}, batch {outcome.target.batch})")
+        ax.set_ylabel(label)
+        ax.set_xscale("log")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        tmp = out / ".pareto.png.tmp"
+        fig.savefig(tmp, format="png")
+        plt.close(fig)
+        tmp.replace(out / "pareto.png")
+        written.append("pareto.png")
+    except ImportError:
+        log.warning("matplotlib missing: no pareto.png")
+    try:
+        import plotly.graph_objects as go
+
+        fig = go.Figure()
+        fig.add_trace(
+            go.Scatter(
+                x=[p[0] for p in pts],
+                y=[p[1] for p in pts],
+                mode="markers",
+                name="trials",
+                text=[f"trial {p[2]}" for p in pts],
+                marker={"size": 5, "opacity": 0.5},
+            )
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=[f[0] for f in front],
+                y=[f[1] for f in front],
+                mode="markers",
+                name="Pareto candidates (re-measured)",
+                text=[c.config.name for c in outcome.pareto],
+                marker={"symbol": "diamond", "size": 9},
+            )
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=refs,
+                y=ref_obj,
+                mode="markers+text",
+                name="M0-M5",
+                text=[c.reference.replace("efficientvit_", "").upper() for c in outcome.references],
+                textposition="top right",
+                marker={"symbol": "star", "size": 13, "color": "black"},
+            )
+        )
+        fig.add_vline(x=budget, line_dash="dash", line_color="red")
+        fig.update_layout(
+            xaxis_title=f"latency ms ({outcome.target.name})",
+            yaxis_title=label,
+            xaxis_type="log",
+            title=f"{outcome.study_name}: budget {budget:g} ms",
+        )
+        atomic_write_text(out / "pareto.html", fig.to_html(include_plotlyjs="cdn"))
+        written.append("pareto.html")
+    except ImportError:
+        log.warning("plotly missing: no pareto.html")
+    return written
+
+
+def _timing_summary(stats: dict[str, Any]) -> str:
+    timings = stats.get("timings", [])
+    if not timings:
+        return "no new measurements in this run"
+    keys = ["build_s", "export_s", "session_s", "measure_s", "objective_s"]
+    means = {k: sum(t.get(k, 0.0) for t in timings) / len(timings) for k in keys}
+    return (
+        ", ".join(f"{k[:-2]} {v:.2f} s" for k, v in means.items())
+        + f" (mean of {len(timings)} measured trials)"
+    )
+
+
+def write_outputs(outcome: Any, study: optuna.Study, run: Any) -> None:
+    out = outcome.out
+    (out / "tmp").mkdir(exist_ok=True)
+    for leftover in (out / "tmp").iterdir():  # per-trial ONNX probes of killed workers
+        leftover.unlink(missing_ok=True)
+    (out / "report.md").unlink(missing_ok=True)  # never leave a stale report looking current
+    atomic_write_text(out / "trials.csv", trials_csv(study, run))
+    atomic_write_text(
+        out / "pareto.yaml",
+        yaml.safe_dump(
+            {
+                "budget_ms": outcome.budget_ms,
+                "objective": outcome.objective.name,
+                "target": outcome.target.name,
+                "candidates": [_candidate_dict(c) for c in outcome.pareto],
+                "references": [_candidate_dict(c) for c in outcome.references],
+            },
+            sort_keys=False,
+        ),
+    )
+    files = ["trials.csv", "pareto.yaml", "measurements.jsonl"]
+    best = outcome.best
+    onnx_note = ""
+    for stale in ("best.yaml", "best.onnx"):
+        (out / stale).unlink(missing_ok=True)
+    if best is not None:
+        save_yaml(best.config, out / "best.yaml")
+        files.append("best.yaml")
+        try:
+            result = export_onnx(best.config, out / "best.onnx", batch=outcome.target.batch)
+            files.append("best.onnx")
+            v = result.verification
+            onnx_note = (
+                f"`best.onnx`: random weights, verified against PyTorch (max rel. "
+                f"error {v.max_rel_error:.1e}, top-1 agreement "
+                f"{v.top1_agreement:.0%})."
+            )
+        except VerificationError as e:
+            onnx_note = f"best.onnx failed verification: {e}"
+    files += _plots(outcome, study, run, out)
+    family_md = ""
+    if outcome.family:
+        family_md = _write_family(outcome, out)
+        files += [f"S{i}.yaml" for i in range(len(outcome.family))] + ["family.md"]
+    atomic_write_text(out / "summary.json", json.dumps(summary(outcome), indent=2))
+    files.append("summary.json")
+    atomic_write_text(out / "report.md", report_markdown(outcome, files, onnx_note, family_md))
+
+
+def _write_family(outcome: Any, out: Path) -> str:
+    lines = [
+        "| replaces | S | latency ms (M / S, re-measured) | params (M / S) | "
+        "MACs (M / S) | objective (M / S) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for i, (ref, s) in enumerate(outcome.family):
+        config = s.config.replace(name=f"S{i}")
+        save_yaml(config, out / f"S{i}.yaml")
+        r_lat = (ref.remeasured or ref.latency).median_ms
+        s_lat = (s.remeasured or s.latency).median_ms
+        lines.append(
+            f"| {ref.reference} | S{i} ({s.config.name}) | {r_lat:.3f} / {s_lat:.3f} | "
+            f"{ref.params / 1e6:.2f} / {s.params / 1e6:.2f} | "
+            f"{ref.macs / 1e6:.1f} / {s.macs / 1e6:.1f} | "
+            f"{_objective_cell(ref.objective, outcome.objective.name)} / "
+            f"{_objective_cell(s.objective, outcome.objective.name)} |"
+        )
+    table = "\n".join(lines)
+    atomic_write_text(out / "family.md", "# Regenerated family\n\n" + table + "\n")
+    return table
+
+
+def summary(outcome: Any) -> dict[str, Any]:
+    return {
+        "study": outcome.study_name,
+        "budget_ms": outcome.budget_ms,
+        "target": outcome.target.name,
+        "objective": outcome.objective.name,
+        "interrupted": outcome.interrupted,
+        "best": _candidate_dict(outcome.best) if outcome.best else None,
+        "fastest": _candidate_dict(outcome.fastest) if outcome.fastest else None,
+        "references": [_candidate_dict(c) for c in outcome.references],
+        "stats": {k: v for k, v in outcome.stats.items() if k != "timings"},
+    }
+
+
+def report_markdown(outcome: Any, files: list[str], onnx_note: str, family_md: str) -> str:
+    t = outcome.target
+    env = t.env
+    stats = outcome.stats
+    lines = [f"# Search report: {outcome.study_name}", ""]
+    if outcome.interrupted:
+        lines += [
+            "**Interrupted**: finished trials are kept in the study; re-run the same "
+            "command to resume. Candidates below were not all re-measured.",
+            "",
+        ]
+    lines += [
+        f"- Budget: **{outcome.budget_ms:g} ms** per batch of {t.batch} on `{t.name}` "
+        f"({env.get('cpu')}, threads {t.threads}, "
+        f"{', '.join(f'{k} {v}' for k, v in env.get('versions', {}).items())})",
+        f"- Objective: `{outcome.objective.name}`: {outcome.objective.description}. "
+        "No accuracy was measured.",
+        f"- Trials: {stats.get('trials')} in the study; this run measured "
+        f"{stats.get('measured')}, reused {stats.get('cached')} cached measurements, "
+        f"pre-filtered {stats.get('prefiltered')}, failed {stats.get('failed')}; "
+        f"search {stats.get('search_seconds', 0):.0f} s, final re-measurement "
+        f"{stats.get('final_seconds', 0):.0f} s.",
+        f"- Time per measured trial: {_timing_summary(stats)}.",
+        "- Latencies: median [95% CI] ms. 'first' is the trial's own measurement; "
+        "'re-measured' comes from one interleaved run of all candidates and M0-M5, the "
+        "number used for the budget check (a config fits when the upper end of its "
+        "re-measured CI is within the budget).",
+        "",
+    ]
+    best = outcome.best
+    if best is not None:
+        r = best.remeasured
+        lines += [
+            "## Best",
+            "",
+            f"**{best.config.name}**: {outcome.objective.name} "
+            f"{_objective_cell(best.objective, outcome.objective.name)}, "
+            f"{best.params / 1e6:.2f} M params, {best.macs / 1e6:.1f} M MACs, "
+            f"re-measured {_fmt_lat(r)} ms (first {best.latency.median_ms:.3f} ms); "
+            f"margin {outcome.budget_ms - r.median_ms:.3f} ms to the budget.",
+            "",
+            f"Config: `best.yaml` (load with `evit.create_model('best.yaml')`). {onnx_note}",
+            "",
+        ]
+    else:
+        fastest = outcome.fastest
+        lat = (fastest.remeasured or fastest.latency) if fastest else None
+        lines += [
+            "## No configuration fits the budget",
+            "",
+            f"Fastest configuration measured: **{fastest.config.name}** at {_fmt_lat(lat)} ms."
+            if fastest
+            else "Nothing was measured.",
+            "",
+        ]
+    lines += [
+        "## Pareto candidates (re-measured)",
+        "",
+        candidate_table(outcome.pareto, outcome.objective.name),
+        "",
+        "## References, measured in the same run",
+        "",
+        candidate_table(outcome.references, outcome.objective.name),
+        "",
+    ]
+    if family_md:
+        lines += [
+            "## Regenerated family (S0-S5)",
+            "",
+            "Each S replaces the M whose re-measured latency it does not exceed, "
+            "chosen by the objective (a proxy: accuracy unverified).",
+            "",
+            family_md,
+            "",
+        ]
+    lines += [
+        "## Files",
+        "",
+        ", ".join(f"`{f}`" for f in [*files, "report.md"]),
+        f"; the study itself: `{outcome.study_name}` in the study storage.",
+        "",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,104 @@
+"""Search test helpers: a tiny space and a deterministic fake latency target."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import pytest
+import yaml
+
+from edge.latency import LatencyResult
+from edge.runtimes import Runtime
+from search import study as study_module
+from search.targets import Target
+
+TINY_SPACE = {
+    "img_size": [64],
+    "num_classes": 10,
+    "stages": [
+        {
+            "num_heads": [1, 2],
+            "head_dim": [8, 16],
+            "depth": [1],
+            "key_dim": [4, 8],
+            "ffn_ratio": [1.0, 2.0],
+            "window_size": [2, 4],
+            "kernel_sizes": [[3, 3], [5, 3]],
+        },
+        {
+            "num_heads": [1, 2],
+            "head_dim": [8, 16, 24],
+            "depth": [1, 2],
+            "key_dim": [4, 8],
+            "ffn_ratio": [1.0, 2.0],
+            "window_size": [2],
+            "kernel_sizes": [[3, 3]],
+        },
+    ],
+}
+
+
+@pytest.fixture
+def tiny_space(tmp_path):
+    path = tmp_path / "space.yaml"
+    path.write_text(yaml.safe_dump(TINY_SPACE))
+    return str(path)
+
+
+def fake_latency_ms(config) -> float:
+    """Deterministic: grows with width and depth, like a real device would."""
+    return 0.2 + sum(s.embed_dim * s.depth * (1 + 0.5 * s.num_heads) for s in config.stages) / 100
+
+
+class ConstantRuntime(Runtime):
+    name = "fake"
+
+    def __init__(self, ms: float, label: str) -> None:
+        self.ms, self.label, self.input_shape = ms, label, (1, 3, 64, 64)
+
+    def set_input(self, x):
+        pass
+
+    def _infer(self):
+        pass
+
+    def _output(self):
+        return None
+
+    def timed(self):
+        return self.ms, None
+
+
+class FakeTarget(Target):
+    """A target whose latency is :func:`fake_latency_ms`: no export, no timing noise."""
+
+    calls: ClassVar[list[str]] = []
+    interrupt_at: ClassVar[int | None] = None
+
+    def open(self, config, timings=None, label=None):
+        return ConstantRuntime(fake_latency_ms(config), label or config.name)
+
+    def measure(self, config, timings=None):
+        FakeTarget.calls.append(config.architecture_hash())
+        if FakeTarget.interrupt_at is not None and len(FakeTarget.calls) == FakeTarget.interrupt_at:
+            raise KeyboardInterrupt
+        ms = fake_latency_ms(config)
+        return LatencyResult.from_samples(
+            [ms] * 20,
+            model=config.name,
+            runtime="fake",
+            device="cpu",
+            batch=1,
+            threads=1,
+            converged=True,
+            target_rel_ci=0.02,
+            environment=self.env,
+        )
+
+
+@pytest.fixture
+def fake_target(monkeypatch):
+    FakeTarget.calls = []
+    FakeTarget.interrupt_at = None
+    monkeypatch.setattr(study_module, "Target", FakeTarget)
+    return FakeTarget

@@ -1,0 +1,226 @@
+"""Sampler, constraint, cache, resume, workers and outputs, on a deterministic fake latency."""
+
+from __future__ import annotations
+
+import csv
+import multiprocessing
+import os
+import subprocess
+import sys
+
+import optuna
+import pytest
+import yaml
+from optuna.trial import TrialState
+
+import evit
+from search.study import (
+    PreFilter,
+    SearchOptions,
+    make_storage,
+    pareto_front,
+    reap_dead_workers,
+    run_search,
+)
+from tests.search.conftest import FakeTarget, fake_latency_ms
+
+
+def _opts(tmp_path, space, **kw):
+    base = dict(
+        budget_ms=3.0,
+        target="ort-cpu",
+        trials=16,
+        space=space,
+        out=tmp_path / "run",
+        remeasure_block_seconds=0.001,
+        progress=False,
+    )
+    base.update(kw)
+    return SearchOptions(**base)
+
+
+def _study(outcome):
+    return optuna.load_study(
+        study_name=outcome.study_name, storage=f"sqlite:///{outcome.out / 'study.db'}"
+    )
+
+
+def test_search_respects_the_budget_and_writes_every_output(tmp_path, tiny_space, fake_target):
+    outcome = run_search(_opts(tmp_path, tiny_space))
+    out = outcome.out
+    study = _study(outcome)
+    complete = study.get_trials(states=(TrialState.COMPLETE,))
+    assert len(complete) == 16
+    # constraint: feasible exactly when the (fake) latency is within the budget
+    for t in complete:
+        assert t.constraints == {"latency_ms": pytest.approx(t.values[1] - 3.0)}
+        if t.user_attrs["latency_source"] == "measured":
+            assert t.values[1] == pytest.approx(t.user_attrs["latency_median_ms"])
+    best = outcome.best
+    assert best is not None and best.remeasured.ci_high_ms <= 3.0
+    feasible = [c for c in outcome.pareto if c.remeasured and c.remeasured.ci_high_ms <= 3.0]
+    assert best.objective == max(c.objective for c in feasible)
+    assert fake_latency_ms(best.config) == pytest.approx(best.remeasured.median_ms)
+    for name in (
+        "trials.csv",
+        "pareto.yaml",
+        "best.yaml",
+        "best.onnx",
+        "report.md",
+        "pareto.png",
+        "pareto.html",
+        "measurements.jsonl",
+        "summary.json",
+    ):
+        assert (out / name).is_file(), name
+    loaded = evit.create_model(out / "best.yaml")
+    assert loaded.config.stages == best.config.stages
+    rows = list(csv.DictReader((out / "trials.csv").open()))
+    assert len(rows) == 16
+    assert {r["reference"] for r in rows} == {""}  # M0-M5 lie outside this tiny space
+    pareto = yaml.safe_load((out / "pareto.yaml").read_text())
+    assert pareto["objective"] == "params" and len(pareto["references"]) == 6
+    assert all(c["remeasured"] is not None for c in pareto["candidates"])
+    report = (out / "report.md").read_text()
+    assert "No accuracy was measured" in report and "efficientvit_m5" in report
+    assert f"**{best.config.name}**" in report
+    assert not list((out / "tmp").iterdir())
+
+
+def test_cache_makes_repeated_configs_free(tmp_path, tiny_space, fake_target):
+    outcome = run_search(_opts(tmp_path, tiny_space, trials=40))
+    hashes = FakeTarget.calls[:]
+    assert len(hashes) == len(set(hashes))  # each architecture measured once...
+    study = _study(outcome)
+    sources = [t.user_attrs.get("latency_source") for t in study.trials]
+    assert outcome.stats["cached"] == sources.count("cache") > 0  # ...repeats reuse it
+
+
+def test_resume_after_interruption_loses_nothing(tmp_path, tiny_space, fake_target):
+    FakeTarget.interrupt_at = 5
+    first = run_search(_opts(tmp_path, tiny_space, trials=12))
+    assert first.interrupted
+    assert "Interrupted" in (first.out / "report.md").read_text()
+    study = _study(first)
+    assert not study.get_trials(states=(TrialState.RUNNING,))
+    done_before = {t.number for t in study.get_trials(states=(TrialState.COMPLETE,))}
+    cut = study.get_trials(states=(TrialState.FAIL,))
+    assert len(cut) == 1 and study.get_trials(states=(TrialState.WAITING,))  # re-queued
+    FakeTarget.interrupt_at = None
+    second = run_search(_opts(tmp_path, tiny_space, trials=12))
+    study = _study(second)
+    complete = study.get_trials(states=(TrialState.COMPLETE,))
+    assert len(complete) == 12 and done_before <= {t.number for t in complete}
+    assert complete_params_include(complete, cut[0].params)
+
+
+def complete_params_include(trials, params):
+    return any(t.params == params for t in trials)
+
+
+def test_settings_mismatch_on_resume_is_an_error(tmp_path, tiny_space, fake_target):
+    run_search(_opts(tmp_path, tiny_space, trials=3, study="s"))
+    with pytest.raises(ValueError, match=r"created with other settings \(budget_ms 3.0 -> 5.0"):
+        run_search(_opts(tmp_path, tiny_space, trials=3, study="s", budget_ms=5.0))
+
+
+def test_infeasible_budget_names_the_fastest(tmp_path, tiny_space, fake_target):
+    outcome = run_search(_opts(tmp_path, tiny_space, trials=8, budget_ms=0.01))
+    assert outcome.best is None and outcome.fastest is not None
+    report = (outcome.out / "report.md").read_text()
+    assert "No configuration fits the budget" in report
+    assert outcome.fastest.config.name in report
+    assert not (outcome.out / "best.yaml").exists()
+
+
+def test_prefilter_rules():
+    f = PreFilter(budget_ms=1.0, peak_macs_per_ms=100e6)
+    reason, bound = f.check(300e6, 1, 1)
+    assert reason.startswith("MAC floor") and bound == pytest.approx(1.5)
+    assert f.check(100e6, 1, 1) is None
+    f.record(100, 100, 4, latency_ms=2.0)  # 2 ms > 1.3 x budget
+    assert f.check(150, 120, 4)[1] == 2.0
+    assert f.check(150, 90, 4) is None  # fewer activation bytes: not dominated
+    f.record(10, 10, 1, latency_ms=1.2)  # slow, but under the margin: not a rule
+    assert f.check(20, 20, 2) is None
+
+
+def test_pareto_front():
+    from search.study import Candidate
+
+    def cand(obj, ms):
+        from edge.latency import LatencyResult
+
+        lat = LatencyResult.from_samples(
+            [ms],
+            model="x",
+            runtime="f",
+            device="cpu",
+            batch=1,
+            threads=1,
+            converged=True,
+            target_rel_ci=0.02,
+        )
+        return Candidate(config=None, objective=obj, latency=lat, params=0, macs=0)
+
+    a, b, c, d = cand(1, 1.0), cand(2, 2.0), cand(1.5, 2.5), cand(3, 3.0)
+    assert pareto_front([a, b, c, d]) == [a, b, d]
+
+
+def _worker(storage_url, space, out, n):
+    from search import study as study_module
+
+    study_module.Target = FakeTarget  # a spawned process: install the fake here
+    opts = SearchOptions(
+        budget_ms=3.0,
+        target="ort-cpu",
+        trials=n,
+        space=space,
+        out=out,
+        storage=storage_url,
+        study="shared",
+        progress=False,
+    )
+    from search.study import SearchRun
+
+    run = SearchRun(opts)
+    run.optimize(run.open_study(), None)
+
+
+def test_two_workers_share_one_journal_study(tmp_path, tiny_space, fake_target):
+    url = f"journal://{tmp_path / 'study.log'}"
+    ctx = multiprocessing.get_context("spawn")
+    workers = [
+        ctx.Process(target=_worker, args=(url, tiny_space, tmp_path / "out", 20)) for _ in range(2)
+    ]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(120)
+        assert w.exitcode == 0
+    study = optuna.load_study(study_name="shared", storage=make_storage(url))
+    trials = study.get_trials()
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert 20 <= len(complete) <= 21  # MaxTrialsCallback may let one in-flight trial finish
+    assert len({t.number for t in trials}) == len(trials)  # no duplicated trial
+    assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    assert len({t.user_attrs["worker"] for t in complete}) == 2  # both did work
+
+
+def test_dead_worker_trial_is_failed_and_requeued(tmp_path):
+    storage = make_storage(f"journal://{tmp_path / 's.log'}")
+    study = optuna.create_study(
+        study_name="s", storage=storage, directions=["maximize", "minimize"]
+    )
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    trial = study.ask({"x": optuna.distributions.CategoricalDistribution([1, 2])})
+    trial.set_user_attr("worker", f"{os.uname().nodename}:{dead.pid}")
+    alive = study.ask({"x": optuna.distributions.CategoricalDistribution([1, 2])})
+    alive.set_user_attr("worker", f"{os.uname().nodename}:{os.getpid()}")
+    assert reap_dead_workers(study) == 1
+    states = {t.number: t.state for t in study.get_trials()}
+    assert states[trial.number] == TrialState.FAIL
+    assert states[alive.number] == TrialState.RUNNING
+    waiting = study.get_trials(states=(TrialState.WAITING,))
+    assert len(waiting) == 1 and waiting[0].system_attrs["fixed_params"] == trial.params
