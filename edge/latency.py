@@ -345,7 +345,7 @@ def _block(
 
 
 def measure_interleaved(
-    models: Sequence[str | Runtime],
+    models: Sequence[str | Runtime | Callable[[], Runtime]],
     *,
     runtime: str | None = None,
     device: str = "cpu",
@@ -358,38 +358,78 @@ def measure_interleaved(
     max_rounds: int = 60,
     target_rel_ci: float = 0.02,
     max_seconds: float = 60.0,
+    one_session_at_a_time: bool = False,
     clock: Clock = time.perf_counter,
     sleep: Callable[[float], None] = time.sleep,
     labels: Sequence[str] | None = None,
 ) -> InterleavedResult:
     """Measure several models in alternating blocks and report paired ratios to the first.
 
+    Args:
+        models: paths/names (opened with :func:`edge.runtimes.open_runtime`), open runtimes
+            (kept open throughout), or factories returning a fresh runtime (opened for each
+            block and closed after it).
+        one_session_at_a_time: open paths/names per block too. With many models, idle ONNX
+            Runtime sessions left open slow the active one (measured: 1.9x on a 1 ms model with
+            12 sessions open on 2 cores), so only one session may exist at a time.
+
     Rounds continue until every ratio's CI half-width is within ``target_rel_ci`` of the
     ratio (after ``min_rounds``), or ``max_rounds``/``max_seconds``.
     """
     if len(models) < 2:
         raise ValueError("measure_interleaved needs at least two models")
-    opened = [
-        _open(m, runtime=runtime, device=device, batch=batch, threads=threads) for m in models
-    ]
-    runtimes = [rt for rt, _ in opened]
+    common = dict(runtime=runtime, device=device, batch=batch, threads=threads)
+    openers: list[Callable[[], Runtime]] = []
+    kept: list[Runtime | None] = []
+    for m in models:
+        if isinstance(m, Runtime):
+            openers.append(lambda m=m: m)
+            kept.append(m)
+        elif callable(m):
+            openers.append(m)
+            kept.append(None)
+        elif one_session_at_a_time:
+            openers.append(lambda m=m: open_runtime(m, **common))
+            kept.append(None)
+        else:
+            rt = open_runtime(m, **common)
+            openers.append(lambda rt=rt: rt)
+            kept.append(rt)
+
+    def block(
+        i: int, seconds: float, discard: float
+    ) -> tuple[Runtime, list[float], list[float], float | None]:
+        start = time.perf_counter()
+        rt = kept[i] or openers[i]()
+        session_ms = None if kept[i] else (time.perf_counter() - start) * 1e3
+        try:
+            h, g = _block(rt, seconds, discard, clock)
+        finally:
+            if kept[i] is None:
+                rt.close()
+        return rt, h, g, session_ms
+
+    n = len(models)
+    first: list[float] = []
+    sessions: list[float | None] = []
+    meta: list[Runtime] = []
+    for i in range(n):  # first run, then a warm-up block
+        rt, h, _, session_ms = block(i, 0.2, 0.0)
+        meta.append(rt)
+        first.append(h[0])
+        sessions.append(session_ms)
     names = (
-        list(labels)
-        if labels is not None
-        else [rt.label or str(m) for rt, m in zip(runtimes, models)]
+        list(labels) if labels is not None else [rt.label or str(m) for rt, m in zip(meta, models)]
     )
-    first = [rt.timed()[0] for rt in runtimes]
-    for rt in runtimes:  # warm-up
-        _block(rt, 0.2, 0.0, clock)
-    host: list[list[float]] = [[] for _ in runtimes]
-    gpu: list[list[float]] = [[] for _ in runtimes]
-    block_medians: list[list[float]] = [[] for _ in runtimes]
+    host: list[list[float]] = [[] for _ in range(n)]
+    gpu: list[list[float]] = [[] for _ in range(n)]
+    block_medians: list[list[float]] = [[] for _ in range(n)]
     start = clock()
     rounds = 0
     while rounds < max_rounds:
-        order = range(len(runtimes)) if rounds % 2 == 0 else reversed(range(len(runtimes)))
+        order = range(n) if rounds % 2 == 0 else reversed(range(n))
         for i in order:
-            h, g = _block(runtimes[i], block_seconds, block_discard, clock)
+            _, h, g, _ = block(i, block_seconds, block_discard)
             host[i].extend(h)
             gpu[i].extend(g)
             block_medians[i].append(float(np.median(h)))
@@ -402,9 +442,12 @@ def measure_interleaved(
             ]
             if max(widths) <= target_rel_ci or clock() - start >= max_seconds:
                 break
-    env = environment(runtimes[0].threads, runtimes[0].device)
+    for rt in kept:
+        if rt is not None and not any(rt is m for m in models):
+            rt.close()  # opened here from a path
+    env = environment(meta[0].threads, meta[0].device)
     results = []
-    for i, rt in enumerate(runtimes):
+    for i, rt in enumerate(meta):
         rel = relative_ci_halfwidth(host[i])
         results.append(
             LatencyResult.from_samples(
@@ -417,14 +460,14 @@ def measure_interleaved(
                 threads=rt.threads,
                 converged=rel <= target_rel_ci,
                 target_rel_ci=target_rel_ci,
-                session_ms=opened[i][1],
+                session_ms=sessions[i],
                 first_run_ms=first[i],
                 environment=env,
             )
         )
     ratios = []
     base = np.asarray(block_medians[0])
-    for i in range(1, len(runtimes)):
+    for i in range(1, n):
         per_round = np.asarray(block_medians[i]) / base
         lo, hi = median_ci(per_round)
         ratios.append(

@@ -84,7 +84,7 @@ class OrtRuntime(Runtime):
     """ONNX Runtime on the CPU.
 
     Args:
-        path: the ``.onnx`` file.
+        path: the ``.onnx`` file, or its bytes.
         batch: images per inference (must match a static batch in the file).
         threads: intra-op threads (None: ONNX Runtime's default, one per core).
         optimization: graph optimization level, ``disable|basic|extended|all``.
@@ -97,7 +97,7 @@ class OrtRuntime(Runtime):
 
     def __init__(
         self,
-        path: str | os.PathLike,
+        path: str | os.PathLike | bytes,
         batch: int = 1,
         threads: int | None = None,
         optimization: str = "all",
@@ -111,7 +111,15 @@ class OrtRuntime(Runtime):
             raise ValueError(
                 f"optimization={optimization!r}: choose one of {', '.join(self.OPTIMIZATION)}"
             )
-        proto = load_onnx(path, load_weights=False)
+        if isinstance(path, bytes):  # an in-memory model (the search keeps no files around)
+            import onnx
+
+            proto = onnx.ModelProto.FromString(path)
+            source: str | bytes = path
+            path = "<in-memory model>"
+        else:
+            proto = load_onnx(path, load_weights=False)
+            source = str(path)
         inp = proto.graph.input[0]
         dims = [
             d.dim_value if d.HasField("dim_value") else d.dim_param
@@ -140,9 +148,7 @@ class OrtRuntime(Runtime):
         self.threads = threads
         self.label = str(path)
         try:
-            self.session = ort.InferenceSession(
-                str(path), options, providers=["CPUExecutionProvider"]
-            )
+            self.session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
         except Exception as e:
             first = (str(e).strip().splitlines() or [type(e).__name__])[0]
             raise ValueError(f"ONNX Runtime cannot load {path}: {first[:200]}") from None

@@ -537,18 +537,15 @@ class SearchRun:
             for c in cands:
                 c.remeasured = self.target.measure(c.config)
             return
-        runtimes = [self.target.open(c.config, label=c.config.name) for c in cands]
-        try:
-            res = measure_interleaved(
-                runtimes,
-                min_rounds=10,
-                max_rounds=40,
-                max_seconds=max(30.0, 4.0 * len(cands)),
-                block_seconds=self.opts.remeasure_block_seconds,
-            )
-        finally:
-            for rt in runtimes:
-                rt.close()
+        factories = [self.target.prepare(c.config) for c in cands]
+        res = measure_interleaved(
+            factories,
+            labels=[c.config.name for c in cands],
+            min_rounds=10,
+            max_rounds=40,
+            max_seconds=max(30.0, 4.0 * len(cands)),
+            block_seconds=self.opts.remeasure_block_seconds,
+        )
         for c, r in zip(cands, res.results):
             c.remeasured = r
             self.log.append(c.config.architecture_hash(), r, "remeasure", {"name": c.config.name})

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -82,42 +83,46 @@ class Target:
     def runtime(self) -> str:
         return {"ort-cpu": "ort", "trt": "trt"}.get(self.name, "torch")
 
-    def open(
-        self, config: ModelConfig, timings: dict[str, float] | None = None, label: str | None = None
-    ) -> Runtime:
-        """Build (random weights), fuse, export if needed, and open a runtime for ``config``."""
+    def prepare(
+        self, config: ModelConfig, timings: dict[str, float] | None = None
+    ) -> Callable[[], Runtime]:
+        """Build (random weights) and fuse ``config``, export or compile it once, and return a
+        factory that opens a fresh runtime on it (cheap: a session, not an export)."""
         timings = timings if timings is not None else {}
         start = time.perf_counter()
         model = evit.create_model(config).eval()
         timings["build_s"] = time.perf_counter() - start
         shape = (self.batch, config.in_chans, config.img_size, config.img_size)
+        start = time.perf_counter()
         if self.name in ("torch-cpu", "torch-cuda"):
-            start = time.perf_counter()
-            rt: Runtime = TorchRuntime(
-                evit.fuse(model),
-                shape,
-                device="cuda" if self.name == "torch-cuda" else "cpu",
-                threads=self.threads,
-            )
+            fused = evit.fuse(model)
+            device = "cuda" if self.name == "torch-cuda" else "cpu"
             timings["export_s"] = time.perf_counter() - start
-        else:
-            self.workdir.mkdir(parents=True, exist_ok=True)
-            path = self.workdir / f"{config.architecture_hash()}-{os.getpid()}.onnx"
-            start = time.perf_counter()
+            return lambda: TorchRuntime(fused, shape, device=device, threads=self.threads)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        path = self.workdir / f"{config.architecture_hash()}-{os.getpid()}.onnx"
+        try:
             export_onnx(model, path, batch=self.batch, verify=False)
             timings["export_s"] = time.perf_counter() - start
-            start = time.perf_counter()
-            try:
-                if self.name == "trt":
-                    from edge.tensorrt import TrtRuntime, build_engine
+            if self.name == "trt":
+                from edge.tensorrt import TrtRuntime, build_engine
 
-                    engine = build_engine(path, None, batch=self.batch).engine_bytes
-                    rt = TrtRuntime(engine, batch=self.batch)
-                else:
-                    rt = OrtRuntime(path, batch=self.batch, threads=self.threads)
-            finally:
-                path.unlink(missing_ok=True)
-            timings["session_s"] = time.perf_counter() - start
+                engine = build_engine(path, None, batch=self.batch).engine_bytes
+                return lambda: TrtRuntime(engine, batch=self.batch)
+            onnx_bytes = path.read_bytes()
+        finally:
+            path.unlink(missing_ok=True)
+        return lambda: OrtRuntime(onnx_bytes, batch=self.batch, threads=self.threads)
+
+    def open(
+        self, config: ModelConfig, timings: dict[str, float] | None = None, label: str | None = None
+    ) -> Runtime:
+        """Prepare ``config`` and open one runtime on it."""
+        timings = timings if timings is not None else {}
+        factory = self.prepare(config, timings)
+        start = time.perf_counter()
+        rt = factory()
+        timings["session_s"] = time.perf_counter() - start
         rt.label = label or config.name
         return rt
 

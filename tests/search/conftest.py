@@ -75,8 +75,8 @@ class FakeTarget(Target):
     calls: ClassVar[list[str]] = []
     interrupt_at: ClassVar[int | None] = None
 
-    def open(self, config, timings=None, label=None):
-        return ConstantRuntime(fake_latency_ms(config), label or config.name)
+    def prepare(self, config, timings=None):
+        return lambda: ConstantRuntime(fake_latency_ms(config), config.name)
 
     def measure(self, config, timings=None):
         FakeTarget.calls.append(config.architecture_hash())

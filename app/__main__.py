@@ -1,0 +1,5 @@
+import sys
+
+from app.demo import main
+
+sys.exit(main())

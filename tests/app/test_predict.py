@@ -1,0 +1,54 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from app.demo import main
+from app.predict import Classifier, center_crop_resize
+from edge.export import export_onnx
+from tests.conftest import tiny_config
+
+
+@pytest.fixture(scope="module")
+def labelled_onnx(tmp_path_factory):
+    path = tmp_path_factory.mktemp("app") / "tiny.onnx"
+    export_onnx(tiny_config(), path, class_names=[f"thing {i}" for i in range(10)])
+    return path
+
+
+def test_center_crop_resize_keeps_the_middle():
+    frame = np.zeros((48, 64, 3), np.uint8)
+    frame[:, 8:56] = 255  # the centre 48x48 square is white, the borders black
+    out = center_crop_resize(frame, 16)
+    assert out.shape == (16, 16, 3) and out.min() == 255
+    with pytest.raises(ValueError, match=r"expected an \(H, W, 3\) RGB frame"):
+        center_crop_resize(np.zeros((4, 4)), 8)
+
+
+def test_classifier_reads_metadata_and_returns_top_k(labelled_onnx):
+    clf = Classifier(labelled_onnx, threads=1, top_k=3)
+    assert clf.size == 64 and clf.name == "tiny"
+    frame = np.random.default_rng(0).integers(0, 255, (480, 640, 3), dtype=np.uint8)
+    result = clf(frame)
+    assert len(result.labels) == 3 and all(k.startswith("thing ") for k in result.labels)
+    probs = list(result.labels.values())
+    assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1 + 1e-9
+    assert result.latency_ms > 0
+    x = clf.preprocess(frame)
+    assert x.shape == (1, 3, 64, 64) and x.dtype == np.float32
+
+
+def test_demo_cli_bad_model_exits_2(tmp_path, capsys):
+    assert main(["--model", str(tmp_path / "missing.onnx")]) == 2
+    assert capsys.readouterr().err.startswith("error: ONNX file not found")
+
+
+def test_gradio_app_serves_predictions(labelled_onnx):
+    gr = pytest.importorskip("gradio", reason="Gradio not installed (pip install '.[app]')")
+    from app.demo import build_demo
+
+    demo = build_demo(Classifier(labelled_onnx, threads=1))
+    assert isinstance(demo, gr.Blocks)
+    frame = np.random.default_rng(1).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    labels, text = demo.fns[1].fn(frame) if hasattr(demo, "fns") else (None, None)
+    assert labels and text.startswith("tiny:")
