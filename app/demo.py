@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from app.predict import Classifier
@@ -25,9 +26,8 @@ def import_gradio() -> Any:
     return gr
 
 
-def build_demo(classifier: Classifier, stream_every: float = 0.1) -> Any:
-    """The Gradio Blocks app for ``classifier``."""
-    gr = import_gradio()
+def make_predict(classifier: Classifier) -> Callable[[Any], tuple[dict[str, float], str]]:
+    """The function behind both events: frame -> (top-k labels, latency text)."""
 
     def predict(frame: Any) -> tuple[dict[str, float], str]:
         if frame is None:
@@ -35,6 +35,13 @@ def build_demo(classifier: Classifier, stream_every: float = 0.1) -> Any:
         result = classifier(frame)
         return result.labels, f"{classifier.name}: {result.latency_ms:.1f} ms per frame"
 
+    return predict
+
+
+def build_demo(classifier: Classifier, stream_every: float = 0.1) -> Any:
+    """The Gradio Blocks app for ``classifier``."""
+    gr = import_gradio()
+    predict = make_predict(classifier)
     with gr.Blocks(title="evit-edge live demo") as demo:
         gr.Markdown(f"## {classifier.name} on your webcam")
         with gr.Row():

@@ -148,7 +148,7 @@ def _objective_cell(value: float, name: str) -> str:
 
 def candidate_table(rows: list[Any], objective: str) -> str:
     lines = [
-        f"| model | {objective} | params | MACs | first latency ms | re-measured ms "
+        f"| model | objective ({objective}) | params | MACs | first latency ms | re-measured ms "
         "[95% CI] | widths | depths | heads |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
@@ -396,7 +396,7 @@ def report_markdown(outcome: Any, files: list[str], onnx_note: str, family_md: s
         lines += [
             "## Best",
             "",
-            f"**{best.config.name}**: {outcome.objective.name} "
+            f"**{best.config.name}**: objective ({outcome.objective.name}) "
             f"{_objective_cell(best.objective, outcome.objective.name)}, "
             f"{best.params / 1e6:.2f} M params, {best.macs / 1e6:.1f} M MACs, "
             f"re-measured {_fmt_lat(r)} ms (first {best.latency.median_ms:.3f} ms); "

@@ -613,8 +613,9 @@ def run_search(opts: SearchOptions, progress_factory: Any | None = None) -> Sear
     search_seconds = time.perf_counter() - start
     cands = run.candidates(study)
     refs = {c.reference: c for c in cands if c.reference}
-    missing_refs = [name for name in reference_configs() if name not in refs]
-    for name in missing_refs:  # outside the space, or never run: measure them here
+    # outside the space, or never run: measure them here (skipped after Ctrl-C, to exit fast)
+    missing_refs = [] if interrupted else [n for n in reference_configs() if n not in refs]
+    for name in missing_refs:
         config = reference_configs()[name].replace(num_classes=run.space.num_classes)
         refs[name] = Candidate(
             config=config,
@@ -624,7 +625,7 @@ def run_search(opts: SearchOptions, progress_factory: Any | None = None) -> Sear
             macs=evit.model_costs(config).macs,
             reference=name,
         )
-    references = [refs[name] for name in reference_configs()]
+    references = [refs[name] for name in reference_configs() if name in refs]
     family_lat = [r.latency.median_ms for r in references] if opts.family else None
     chosen = choose_remeasure(cands, opts.budget_ms, opts.remeasure, family_lat)
     final_start = time.perf_counter()

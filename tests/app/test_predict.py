@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from app.demo import main
+from app.demo import main, make_predict
 from app.predict import Classifier, center_crop_resize
 from edge.export import export_onnx
 from tests.conftest import tiny_config
@@ -43,12 +43,16 @@ def test_demo_cli_bad_model_exits_2(tmp_path, capsys):
     assert capsys.readouterr().err.startswith("error: ONNX file not found")
 
 
-def test_gradio_app_serves_predictions(labelled_onnx):
+def test_predict_function_behind_the_ui(labelled_onnx):
+    predict = make_predict(Classifier(labelled_onnx, threads=1))
+    assert predict(None) == ({}, "waiting for the camera")
+    frame = np.random.default_rng(1).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    labels, text = predict(frame)
+    assert len(labels) == 5 and text.startswith("tiny: ") and text.endswith("ms per frame")
+
+
+def test_gradio_app_builds(labelled_onnx):
     gr = pytest.importorskip("gradio", reason="Gradio not installed (pip install '.[app]')")
     from app.demo import build_demo
 
-    demo = build_demo(Classifier(labelled_onnx, threads=1))
-    assert isinstance(demo, gr.Blocks)
-    frame = np.random.default_rng(1).integers(0, 255, (64, 64, 3), dtype=np.uint8)
-    labels, text = demo.fns[1].fn(frame) if hasattr(demo, "fns") else (None, None)
-    assert labels and text.startswith("tiny:")
+    assert isinstance(build_demo(Classifier(labelled_onnx, threads=1)), gr.Blocks)
