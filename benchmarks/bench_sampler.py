@@ -1,10 +1,10 @@
 """Choosing the sampler by measurement: TPE vs NSGA-II vs random on a fixed trial budget.
 
-    python benchmarks/bench_sampler.py runs/<study>/trials.csv --budget-ms 2
+    python benchmarks/bench_sampler.py runs/ort-cpu-b1-t2-2ms-params --budget-ms 2
 
 Real latency costs a second per trial, so the comparison runs on a surrogate fitted to real
 measurements: a least-squares model of the measured latencies of a previous search (its
-trials.csv) in MACs, activation bytes and attention heads x depth. Each sampler then runs the
+study) in MACs, activation bytes and attention heads x depth. Each sampler then runs the
 default space with the ``params`` objective and the surrogate latency as the budget constraint,
 for several seeds; the score is the best feasible objective after N trials.
 """
@@ -12,8 +12,9 @@ for several seeds; the score is the best feasible objective after N trials.
 from __future__ import annotations
 
 import argparse
-import csv
+import json
 import statistics
+from pathlib import Path
 
 import numpy as np
 import optuna
@@ -30,46 +31,16 @@ def features(config) -> list[float]:
     return [c.macs / 1e6, c.activation_bytes / 1e6, heads, 1.0]
 
 
-def fit_surrogate(trials_csv: str) -> tuple[np.ndarray, float, int]:
+def fit_surrogate(run_dir: Path) -> tuple[np.ndarray, float, int]:
+    """Least squares of measured latency on :func:`features`, from a search run's study."""
     space = load_space()
+    name = json.loads((run_dir / "summary.json").read_text())["study"]
+    study = optuna.load_study(study_name=name, storage=f"sqlite:///{run_dir / 'study.db'}")
     xs, ys = [], []
-    with open(trials_csv) as f:
-        rows = list(csv.DictReader(f))
-    for row in rows:
-        if row["latency_source"] not in ("measured", "cache") or not row["latency_ms"]:
-            continue
-        stages = list(
-            zip(
-                *(
-                    row[k].split("/")
-                    for k in (
-                        "embed_dims",
-                        "depths",
-                        "num_heads",
-                        "key_dims",
-                        "ffn_ratios",
-                        "windows",
-                        "kernels",
-                    )
-                )
-            )
-        )
-        params = {"img_size": 224}
-        for i, (d, dep, h, kd, f, w, k) in enumerate(stages):
-            params.update(
-                {
-                    f"s{i}_num_heads": int(h),
-                    f"s{i}_head_dim": int(d) // int(h),
-                    f"s{i}_depth": int(dep),
-                    f"s{i}_key_dim": int(kd),
-                    f"s{i}_ffn_ratio": float(f),
-                    f"s{i}_window_size": int(w),
-                    f"s{i}_kernel_sizes": k,
-                    f"s{i}_value_ratio": 1.0,
-                }
-            )
-        xs.append(features(space.config_from_params(params)))
-        ys.append(float(row["latency_ms"]))
+    for t in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)):
+        if t.user_attrs.get("latency_source") == "measured":
+            xs.append(features(space.config_from_params(t.params)))
+            ys.append(t.user_attrs["latency_median_ms"])
     x, y = np.asarray(xs), np.asarray(ys)
     coef, *_ = np.linalg.lstsq(x, y, rcond=None)
     r2 = 1 - ((x @ coef - y) ** 2).sum() / ((y - y.mean()) ** 2).sum()
@@ -97,13 +68,13 @@ def run(sampler: str, seed: int, coef: np.ndarray, budget: float, trials: int) -
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("trials_csv")
+    p.add_argument("run_dir", type=Path, help="output folder of a default search run")
     p.add_argument("--budget-ms", type=float, default=2.0)
     p.add_argument("--trials", type=int, default=150)
     p.add_argument("--seeds", type=int, default=5)
     args = p.parse_args()
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    coef, r2, n = fit_surrogate(args.trials_csv)
+    coef, r2, n = fit_surrogate(args.run_dir)
     print(f"surrogate fitted on {n} measured trials: R^2 {r2:.3f}, coefficients {coef}")
     results = {}
     for sampler in ("tpe", "nsga2", "random"):

@@ -30,6 +30,7 @@ import torch
 
 import evit
 from evit.config import ModelConfig
+from evit.files import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -73,15 +74,8 @@ class VerificationError(RuntimeError):
 
 
 def _atomic_save(model_proto: onnx.ModelProto, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        onnx.save(model_proto, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        onnx.save(model_proto, str(tmp))
 
 
 def build_metadata(

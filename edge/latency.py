@@ -369,9 +369,8 @@ def measure_interleaved(
         models: paths/names (opened with :func:`edge.runtimes.open_runtime`), open runtimes
             (kept open throughout), or factories returning a fresh runtime (opened for each
             block and closed after it).
-        one_session_at_a_time: open paths/names per block too. With many models, idle ONNX
-            Runtime sessions left open slow the active one (measured: 1.9x on a 1 ms model with
-            12 sessions open on 2 cores), so only one session may exist at a time.
+        one_session_at_a_time: open paths/names per block too, so that only one session (and
+            its thread pool and memory arena) exists at a time however many models take part.
 
     Rounds continue until every ratio's CI half-width is within ``target_rel_ci`` of the
     ratio (after ``min_rounds``), or ``max_rounds``/``max_seconds``.

@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -33,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from edge.runtimes import Runtime
+from evit.files import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -146,24 +146,12 @@ def sidecar_path(engine: str | os.PathLike) -> Path:
     return Path(f"{engine}.json")
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_engine(path: Path, engine_bytes: bytes, info: EngineInfo) -> None:
     """Sidecar first, engine last: an engine file on disk always has its sidecar."""
     side = sidecar_path(path)
-    _atomic_write_bytes(side, info.to_json().encode())
+    atomic_write_bytes(side, info.to_json().encode())
     try:
-        _atomic_write_bytes(path, engine_bytes)
+        atomic_write_bytes(path, engine_bytes)
     except BaseException:
         side.unlink(missing_ok=True)
         raise
@@ -248,7 +236,7 @@ def build_engine(
     if serialized is None:
         raise RuntimeError(f"TensorRT failed to build an engine from {onnx_path} (see its log)")
     if timing_cache is not None:
-        _atomic_write_bytes(Path(timing_cache), bytes(config.get_timing_cache().serialize()))
+        atomic_write_bytes(Path(timing_cache), bytes(config.get_timing_cache().serialize()))
     config_data = meta.get("config")
     info = EngineInfo(
         source_onnx=str(onnx_path),

@@ -19,12 +19,13 @@ import dataclasses
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from evit.files import atomic_write_text
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 PATCH_SIZE = 16  # the stem is four stride-2 convolutions
@@ -317,19 +318,6 @@ def save_yaml(config: ModelConfig, path: str | os.PathLike) -> Path:
     path = Path(path)
     atomic_write_text(path, config.to_yaml())
     return path
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write a text file so that readers never see it half-written."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def load_config(spec: str | os.PathLike | ModelConfig) -> ModelConfig:

@@ -19,7 +19,8 @@ import yaml
 from optuna.trial import TrialState
 
 from edge.export import VerificationError, export_onnx
-from evit.config import atomic_write_text, save_yaml
+from evit.config import save_yaml
+from evit.files import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +131,7 @@ def _candidate_dict(c: Any) -> dict[str, Any]:
         "macs": c.macs,
         "first_latency": _latency_dict(c.latency),
         "remeasured": _latency_dict(c.remeasured),
+        "latency_vs_m0": c.vs_first.to_dict() if c.vs_first else None,
         "config": c.config.to_dict(),
     }
 
@@ -138,6 +140,13 @@ def _fmt_lat(r: Any) -> str:
     if r is None:
         return "-"
     return f"{r.median_ms:.3f} [{r.ci_low_ms:.3f}, {r.ci_high_ms:.3f}]"
+
+
+def _fmt_ratio(c: Any) -> str:
+    if c.vs_first is not None:
+        r = c.vs_first
+        return f"{r.ratio:.2f} [{r.ci_low:.2f}, {r.ci_high:.2f}]"
+    return "1 (reference)" if c.remeasured is not None else "-"
 
 
 def _objective_cell(value: float, name: str) -> str:
@@ -149,15 +158,15 @@ def _objective_cell(value: float, name: str) -> str:
 def candidate_table(rows: list[Any], objective: str) -> str:
     lines = [
         f"| model | objective ({objective}) | params | MACs | first latency ms | re-measured ms "
-        "[95% CI] | widths | depths | heads |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "[95% CI] | latency / M0 [95% CI] | widths | depths | heads |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for c in rows:
         s = _stage_lists(c.config)
         lines.append(
             f"| {c.config.name} | {_objective_cell(c.objective, objective)} | "
             f"{c.params / 1e6:.2f} M | {c.macs / 1e6:.1f} M | "
-            f"{c.latency.median_ms:.3f} | {_fmt_lat(c.remeasured)} | "
+            f"{c.latency.median_ms:.3f} | {_fmt_lat(c.remeasured)} | {_fmt_ratio(c)} | "
             f"{s['embed_dims']} | {s['depths']} | {s['num_heads']} |"
         )
     return "\n".join(lines)
@@ -387,7 +396,8 @@ def report_markdown(outcome: Any, files: list[str], onnx_note: str, family_md: s
         "- Latencies: median [95% CI] ms. 'first' is the trial's own measurement; "
         "'re-measured' comes from one interleaved run of all candidates and M0-M5, the "
         "number used for the budget check (a config fits when the upper end of its "
-        "re-measured CI is within the budget).",
+        "re-measured CI is within the budget). 'latency / M0' is the paired ratio from that "
+        "run: absolute times on a shared machine drift, this ratio does not.",
         "",
     ]
     best = outcome.best

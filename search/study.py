@@ -26,7 +26,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 import evit
-from edge.latency import LatencyResult, measure_interleaved
+from edge.latency import LatencyResult, Ratio, measure_interleaved
 from evit.config import ModelConfig
 from search.objectives import Objective, get_objective
 from search.space import SearchSpace, load_space, reference_configs
@@ -91,6 +91,7 @@ class Candidate:
     trial: int | None = None
     reference: str | None = None
     remeasured: LatencyResult | None = None
+    vs_first: Ratio | None = None  # re-measured latency / the first re-measured model's (M0)
 
     @property
     def fits_ms(self) -> float:
@@ -532,7 +533,8 @@ class SearchRun:
         return out
 
     def remeasure(self, cands: list[Candidate]) -> None:
-        """Re-measure candidates interleaved in one run (references included)."""
+        """Re-measure candidates interleaved in one run (references included), one session
+        open at a time."""
         if len(cands) < 2:
             for c in cands:
                 c.remeasured = self.target.measure(c.config)
@@ -546,8 +548,9 @@ class SearchRun:
             max_seconds=max(30.0, 4.0 * len(cands)),
             block_seconds=self.opts.remeasure_block_seconds,
         )
-        for c, r in zip(cands, res.results):
+        for c, r, ratio in zip(cands, res.results, [None, *res.ratios]):
             c.remeasured = r
+            c.vs_first = ratio
             self.log.append(c.config.architecture_hash(), r, "remeasure", {"name": c.config.name})
 
 
@@ -588,7 +591,7 @@ def choose_remeasure(
         chosen = sorted(searched, key=lambda c: c.latency.median_ms)[:1]
     for lat in family_latencies or []:
         under = sorted((c for c in front if c.latency.median_ms <= lat), key=lambda c: -c.objective)
-        for c in under[:2]:
+        for c in under[:3]:
             if c not in chosen:
                 chosen.append(c)
     return chosen
@@ -642,13 +645,17 @@ def run_search(opts: SearchOptions, progress_factory: Any | None = None) -> Sear
     )
     family = []
     if opts.family and not interrupted:
+        used: set[str] = set()
         for ref in references:
             budget = ref.remeasured.median_ms if ref.remeasured else ref.latency.median_ms
             under = [
                 c for c in chosen if c.remeasured is not None and c.remeasured.median_ms <= budget
             ]
-            if under:
-                family.append((ref, max(under, key=lambda c: c.objective)))
+            fresh = [c for c in under if c.config.architecture_hash() not in used]
+            if fresh or under:  # six distinct configs where the front allows it
+                pick = max(fresh or under, key=lambda c: c.objective)
+                used.add(pick.config.architecture_hash())
+                family.append((ref, pick))
     stats = dict(
         run.stats,
         search_seconds=search_seconds,

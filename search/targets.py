@@ -49,6 +49,32 @@ def resolve_target(name: str) -> str:
     return name
 
 
+@dataclass(frozen=True)
+class OrtFactory:
+    """Opens an ONNX Runtime session on in-memory ONNX bytes (picklable: it can be sent to a
+    fresh measuring process)."""
+
+    onnx_bytes: bytes
+    batch: int
+    threads: int | None
+
+    def __call__(self) -> Runtime:
+        return OrtRuntime(self.onnx_bytes, batch=self.batch, threads=self.threads)
+
+
+@dataclass(frozen=True)
+class TrtFactory:
+    """Deserializes an engine into a fresh TensorRT runtime (picklable)."""
+
+    engine: bytes
+    batch: int
+
+    def __call__(self) -> Runtime:
+        from edge.tensorrt import TrtRuntime
+
+        return TrtRuntime(self.engine, batch=self.batch)
+
+
 @dataclass
 class Target:
     """A concrete target with its measurement settings.
@@ -105,14 +131,14 @@ class Target:
             export_onnx(model, path, batch=self.batch, verify=False)
             timings["export_s"] = time.perf_counter() - start
             if self.name == "trt":
-                from edge.tensorrt import TrtRuntime, build_engine
+                from edge.tensorrt import build_engine
 
                 engine = build_engine(path, None, batch=self.batch).engine_bytes
-                return lambda: TrtRuntime(engine, batch=self.batch)
+                return TrtFactory(engine, self.batch)
             onnx_bytes = path.read_bytes()
         finally:
             path.unlink(missing_ok=True)
-        return lambda: OrtRuntime(onnx_bytes, batch=self.batch, threads=self.threads)
+        return OrtFactory(onnx_bytes, self.batch, self.threads)
 
     def open(
         self, config: ModelConfig, timings: dict[str, float] | None = None, label: str | None = None

@@ -167,7 +167,7 @@ def test_pareto_front():
     assert pareto_front([a, b, c, d]) == [a, b, d]
 
 
-def _worker(storage_url, space, out, n):
+def _worker(storage_url, space, out, n, study_name="shared"):
     from search import study as study_module
 
     study_module.Target = FakeTarget  # a spawned process: install the fake here
@@ -178,7 +178,7 @@ def _worker(storage_url, space, out, n):
         space=space,
         out=out,
         storage=storage_url,
-        study="shared",
+        study=study_name,
         progress=False,
     )
     from search.study import SearchRun
@@ -187,18 +187,32 @@ def _worker(storage_url, space, out, n):
     run.optimize(run.open_study(), None)
 
 
-def test_two_workers_share_one_journal_study(tmp_path, tiny_space, fake_target):
-    url = f"journal://{tmp_path / 'study.log'}"
+def _storages():
+    yield pytest.param("journal", id="journal")
+    yield pytest.param("postgres", id="postgres", marks=pytest.mark.postgres)
+
+
+@pytest.mark.parametrize("kind", _storages())
+def test_two_workers_share_one_study(kind, tmp_path, tiny_space, fake_target):
+    if kind == "postgres":
+        url = os.environ.get("EVIT_TEST_POSTGRES_URL")
+        if not url:
+            pytest.skip("set EVIT_TEST_POSTGRES_URL=postgresql://... to test a PostgreSQL study")
+        study_name = f"shared-{os.getpid()}-{tmp_path.name}"
+    else:
+        url = f"journal://{tmp_path / 'study.log'}"
+        study_name = "shared"
     ctx = multiprocessing.get_context("spawn")
     workers = [
-        ctx.Process(target=_worker, args=(url, tiny_space, tmp_path / "out", 20)) for _ in range(2)
+        ctx.Process(target=_worker, args=(url, tiny_space, tmp_path / "out", 20, study_name))
+        for _ in range(2)
     ]
     for w in workers:
         w.start()
     for w in workers:
-        w.join(120)
+        w.join(180)
         assert w.exitcode == 0
-    study = optuna.load_study(study_name="shared", storage=make_storage(url))
+    study = optuna.load_study(study_name=study_name, storage=make_storage(url))
     trials = study.get_trials()
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     assert 20 <= len(complete) <= 21  # MaxTrialsCallback may let one in-flight trial finish
