@@ -11,6 +11,7 @@ end, the Pareto candidates and the references M0-M5 are re-measured interleaved 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -314,7 +315,8 @@ def _settings(opts: SearchOptions, target: Target, space: SearchSpace) -> dict[s
         "batch": target.batch,
         "threads": target.threads,
         "objective": opts.objective,
-        "space_stages": len(space.stages),
+        # a changed space would give the same parameter names other choices mid-study
+        "space": hashlib.sha256(repr(space).encode()).hexdigest()[:12],
     }
 
 

@@ -17,25 +17,28 @@ from edge.latency import measure_latency
 from search.cli import main
 
 
+def _argv(tmp_path, tiny_space, *extra):
+    """A real ORT search on the tiny space with a generous budget."""
+    return [
+        "--budget-ms",
+        "50",
+        "--target",
+        "ort-cpu",
+        "--threads",
+        "1",
+        "--space",
+        tiny_space,
+        "--out",
+        str(tmp_path / "run"),
+        "--measure-seconds",
+        "0.5",
+        "--no-progress",
+        *extra,
+    ]
+
+
 def _run(tmp_path, tiny_space, *extra):
-    return main(
-        [
-            "--budget-ms",
-            "50",
-            "--target",
-            "ort-cpu",
-            "--threads",
-            "1",
-            "--space",
-            tiny_space,
-            "--out",
-            str(tmp_path / "run"),
-            "--measure-seconds",
-            "0.5",
-            "--no-progress",
-            *extra,
-        ]
-    )
+    return main(_argv(tmp_path, tiny_space, *extra))
 
 
 def test_end_to_end_on_onnx_runtime(tmp_path, tiny_space, capsys):
@@ -105,30 +108,20 @@ def test_infeasible_budget_exits_1_with_the_fastest(tmp_path, tiny_space, capsys
 def test_killed_worker_loses_no_finished_trial(tmp_path, tiny_space):
     """kill -9 mid-search, then the same command resumes: finished trials are kept, the
     trial that was running is failed and re-queued, nothing stays RUNNING."""
-    run = tmp_path / "run"
     cmd = [
         sys.executable,
         "-m",
         "search",
-        "--budget-ms",
-        "50",
-        "--target",
-        "ort-cpu",
-        "--threads",
-        "1",
-        "--space",
-        tiny_space,
-        "--out",
-        str(run),
-        "--measure-seconds",
-        "0.5",
-        "--no-progress",
-        "--trials",
-        "12",
-        "--storage",
-        f"journal://{tmp_path / 'study.log'}",
-        "--study",
-        "k",
+        *_argv(
+            tmp_path,
+            tiny_space,
+            "--trials",
+            "12",
+            "--storage",
+            f"journal://{tmp_path / 'study.log'}",
+            "--study",
+            "k",
+        ),
     ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     from search.study import make_storage

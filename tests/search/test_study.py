@@ -187,12 +187,13 @@ def _worker(storage_url, space, out, n, study_name="shared"):
     run.optimize(run.open_study(), None)
 
 
-def _storages():
-    yield pytest.param("journal", id="journal")
-    yield pytest.param("postgres", id="postgres", marks=pytest.mark.postgres)
+STORAGES = [
+    pytest.param("journal", id="journal"),
+    pytest.param("postgres", id="postgres", marks=pytest.mark.postgres),
+]
 
 
-@pytest.mark.parametrize("kind", _storages())
+@pytest.mark.parametrize("kind", STORAGES)
 def test_two_workers_share_one_study(kind, tmp_path, tiny_space, fake_target):
     if kind == "postgres":
         url = os.environ.get("EVIT_TEST_POSTGRES_URL")
