@@ -21,6 +21,7 @@ from optuna.trial import TrialState
 from edge.export import VerificationError, export_onnx
 from evit.config import save_yaml
 from evit.files import atomic_write_text
+from search.study import pid_alive
 
 log = logging.getLogger(__name__)
 
@@ -288,7 +289,9 @@ def write_outputs(outcome: Any, study: optuna.Study, run: Any) -> None:
     out = outcome.out
     (out / "tmp").mkdir(exist_ok=True)
     for leftover in (out / "tmp").iterdir():  # per-trial ONNX probes of killed workers
-        leftover.unlink(missing_ok=True)
+        pid = leftover.stem.rpartition("-")[2]
+        if not (pid.isdigit() and pid_alive(int(pid))):
+            leftover.unlink(missing_ok=True)
     (out / "report.md").unlink(missing_ok=True)  # never leave a stale report looking current
     atomic_write_text(out / "trials.csv", trials_csv(study, run))
     atomic_write_text(
