@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 SAMPLERS = ("tpe", "nsga2", "random")
 DOMINANCE_MARGIN = 1.3  # skip configs costlier in every way than one measured at 1.3x budget
 FLOOR_SAFETY = 2.0  # the MAC floor assumes twice the measured GEMM peak
+FALLBACK_MARGIN = 0.85  # re-measure a few candidates this far under the budget too
 
 
 @dataclass
@@ -577,15 +578,15 @@ def choose_remeasure(
     limit: int,
     family_latencies: list[float] | None = None,
 ) -> list[Candidate]:
-    """Pareto candidates worth re-measuring: the best few within the budget, plus faster
-    fallbacks (a first measurement of a winner is optimistic); in family mode, the best two
-    under each reference latency."""
+    """Pareto candidates worth re-measuring: the best few within the budget, plus the best few
+    with a 15 % margin (a first measurement of a winner is optimistic, so the top ones may not
+    fit when re-measured); in family mode, the best three under each reference latency."""
     searched = [c for c in cands if c.reference is None]
     front = pareto_front(searched)
     feasible = [c for c in front if c.latency.median_ms <= budget_ms]
     by_objective = sorted(feasible, key=lambda c: -c.objective)
     chosen = by_objective[:limit]
-    fallbacks = sorted(feasible, key=lambda c: c.latency.median_ms)
+    fallbacks = [c for c in by_objective if c.latency.median_ms <= FALLBACK_MARGIN * budget_ms]
     for c in fallbacks[: max(1, limit // 3)]:
         if c not in chosen:
             chosen.append(c)
