@@ -62,6 +62,7 @@ def build_demo(classifier: Classifier, stream_every: float = 0.1) -> Any:
             outputs=[labels, speed],
             stream_every=stream_every,
             concurrency_limit=1,
+            api_name="stream",  # "predict" is the plain event below, for gradio_client
         )
         upload = gr.Image(type="numpy", label="or a still image", visible=False)
         upload.change(predict, inputs=upload, outputs=[labels, speed], api_name="predict")

@@ -51,8 +51,32 @@ def test_predict_function_behind_the_ui(labelled_onnx):
     assert len(labels) == 5 and text.startswith("tiny: ") and text.endswith("ms per frame")
 
 
-def test_gradio_app_builds(labelled_onnx):
-    gr = pytest.importorskip("gradio", reason="Gradio not installed (pip install '.[app]')")
+def test_gradio_app_serves_predictions_to_a_client(labelled_onnx, tmp_path):
+    """Launch the demo on loopback and call its ``predict`` event with gradio_client (which
+    cannot drive the webcam stream; the stream shares the same function)."""
+    pytest.importorskip("gradio", reason="Gradio not installed (pip install '.[app]')")
+    import socket
+
+    from gradio_client import Client, handle_file
+    from PIL import Image
+
     from app.demo import build_demo
 
-    assert isinstance(build_demo(Classifier(labelled_onnx, threads=1)), gr.Blocks)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    demo = build_demo(Classifier(labelled_onnx, threads=1))
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    try:
+        frame = tmp_path / "frame.png"
+        Image.fromarray(
+            np.random.default_rng(0).integers(0, 255, (120, 160, 3), dtype=np.uint8)
+        ).save(frame)
+        client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+        endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+        assert set(endpoints) == {"/stream", "/predict"}
+        labels, text = client.predict(handle_file(str(frame)), api_name="/predict")
+        assert labels["label"].startswith("thing ") and len(labels["confidences"]) == 5
+        assert text.startswith("tiny: ") and text.endswith("ms per frame")
+    finally:
+        demo.close()
