@@ -181,8 +181,3 @@ def fuse(model: EfficientViT) -> EfficientViT:
     for p in fused.parameters():
         p.requires_grad_(False)
     return fused
-
-
-def is_fused(model: nn.Module) -> bool:
-    """True when no BatchNorm is left (the model went through :func:`fuse`)."""
-    return not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())

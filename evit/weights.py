@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from evit.config import ModelConfig, load_config
 from evit.files import atomic_path
@@ -286,7 +285,3 @@ def create_model(
     if reset_head and num_classes is not None and num_classes != config.num_classes:
         model.reset_classifier(num_classes)
     return model
-
-
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())

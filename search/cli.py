@@ -37,8 +37,10 @@ class Progress:
         self.run = run
         self.timeout = timeout
         self.start = time.monotonic()
+        finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
         self.bar = tqdm(
             total=total,
+            initial=len(study.get_trials(deepcopy=False, states=finished)) if total else 0,
             unit="trial",
             file=sys.stderr,
             dynamic_ncols=True,
@@ -219,7 +221,6 @@ def main(argv: list[str] | None = None) -> int:
         family=args.family,
         sampler=args.sampler,
         measure_seconds=args.measure_seconds,
-        progress=not args.no_progress,
     )
     factory = (
         None

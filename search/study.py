@@ -62,7 +62,6 @@ class SearchOptions:
     measure_seconds: float = 2.0
     remeasure: int = 6
     remeasure_block_seconds: float = 0.12
-    progress: bool = True
 
     def check(self) -> None:
         if not (self.budget_ms > 0 and math.isfinite(self.budget_ms)):

@@ -33,7 +33,6 @@ def _opts(tmp_path, space, **kw):
         space=space,
         out=tmp_path / "run",
         remeasure_block_seconds=0.001,
-        progress=False,
     )
     base.update(kw)
     return SearchOptions(**base)
@@ -179,7 +178,6 @@ def _worker(storage_url, space, out, n, study_name="shared"):
         out=out,
         storage=storage_url,
         study=study_name,
-        progress=False,
     )
     from search.study import SearchRun
 
