@@ -208,6 +208,15 @@ def torchscript_export(
         return onnx.load(str(path))
 
 
+def _checkpoint_class_names(source: Any) -> list[str] | None:
+    """Class names an ``evit train`` checkpoint carries (``None`` for other sources)."""
+    from evit.weights import is_checkpoint_path, read_checkpoint_meta
+
+    if not is_checkpoint_path(source):
+        return None
+    return read_checkpoint_meta(source)["class_names"]
+
+
 def export_onnx(
     model: str | os.PathLike | ModelConfig | evit.EfficientViT,
     out: str | os.PathLike,
@@ -231,7 +240,8 @@ def export_onnx(
         opset: ONNX opset (17 is what TensorRT 10/11 and ONNX Runtime handle best here).
         fp16: write a mixed-precision file (fp16 everywhere but softmax and the attention-bias
             add) for TensorRT 11's strongly typed builds; verified against the fp32 export.
-        class_names: stored in the metadata when known.
+        class_names: stored in the metadata; by default those an ``evit train`` checkpoint
+            carries.
         verify: compare against PyTorch with ONNX Runtime (skip only for throw-away files, such
             as the search's per-trial latency probes; the file's metadata then says so).
         verify: compare against PyTorch with ONNX Runtime (skip only for throw-away files, such
@@ -254,6 +264,8 @@ def export_onnx(
         net = model
     else:
         net = evit.create_model(model, weights=weights)
+    if class_names is None:
+        class_names = _checkpoint_class_names(weights if weights is not None else model)
     config = net.config
     deployed = evit.fuse(net.eval())
     proto = torchscript_export(deployed, config, batch, opset)

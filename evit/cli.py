@@ -1,9 +1,12 @@
-"""``python -m evit``: inspect configs and their exact costs.
+"""``python -m evit``: inspect configs and their exact costs; make data, train, evaluate.
 
 Examples:
     python -m evit list
     python -m evit info efficientvit_m0
     python -m evit info my_variant.yaml --json
+    python -m evit data synthetic data/shapes --classes 10 --per-class 300 --size 64
+    python -m evit train --model m0 --data data/shapes --img-size 64 --epochs 10 --out runs/m0
+    python -m evit eval --weights runs/m0/best.pth --data data/shapes
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import sys
 
 from evit.config import list_variants, load_config
 from evit.costs import model_costs
+from evit.train import cli as train_cli
 
 
 def _human(n: float, unit: str = "") -> str:
@@ -77,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("model", help="variant name (efficientvit_m0 or m0) or a YAML config path")
     info.add_argument("--batch", type=int, default=1, help="batch size for MACs/bytes (default 1)")
     info.add_argument("--json", action="store_true", help="machine-readable output")
+    train_cli.add_parsers(sub)
     return parser
 
 
@@ -86,12 +91,24 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "list":
             print("\n".join(list_variants()))
             return 0
+        if args.command == "train":
+            return train_cli.run_train(args)
+        if args.command == "eval":
+            return train_cli.run_eval(args)
+        if args.command == "data":
+            return train_cli.run_data(args)
         if args.batch < 1:
             raise ValueError(f"--batch={args.batch}: must be >= 1")
         return _info(args)
     except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(
+            "interrupted; the last finished epoch is in last.pth (continue with --resume)",
+            file=sys.stderr,
+        )
+        return 130
 
 
 if __name__ == "__main__":

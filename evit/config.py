@@ -93,6 +93,31 @@ class ModelConfig:
         """Return a copy with fields changed (not validated)."""
         return dataclasses.replace(self, **changes)
 
+    def at_img_size(self, img_size: int) -> ModelConfig:
+        """This architecture at another input size, windows clipped to the stage resolutions.
+
+        A window larger than its stage's feature map is clipped to it (the model does the same
+        at run time); writing the clipped value into the config keeps the config valid at small
+        inputs (``m0`` at 64 px) and makes the attention-bias table sizes explicit.
+
+        Example:
+            >>> [s.window_size for s in load_config("m0").at_img_size(64).stages]
+            [4, 2, 1]
+        """
+        resized = self.replace(img_size=img_size)
+        _check_int(img_size, "img_size", minimum=PATCH_SIZE)
+        _check(
+            img_size % PATCH_SIZE == 0,
+            "img_size",
+            img_size,
+            f"must be a multiple of {PATCH_SIZE} (the stem downsamples by {PATCH_SIZE})",
+        )
+        stages = tuple(
+            dataclasses.replace(s, window_size=min(s.window_size, res))
+            for s, res in zip(self.stages, resized.stage_resolutions())
+        )
+        return resized.replace(stages=stages)
+
     def stage_resolutions(self) -> list[int]:
         """Feature-map side length of each stage (14, 7, 4 at 224 px)."""
         resolution = self.img_size // PATCH_SIZE

@@ -309,8 +309,12 @@ class EfficientViT(nn.Module):
         torch.Size([1, 1000])
     """
 
-    def __init__(self, config: ModelConfig, drop_rate: float = 0.0) -> None:
+    def __init__(
+        self, config: ModelConfig, drop_rate: float = 0.0, drop_path_rate: float = 0.0
+    ) -> None:
         super().__init__()
+        if not 0.0 <= drop_path_rate < 1.0:
+            raise ValueError(f"drop_path_rate={drop_path_rate}: must be in [0, 1)")
         config.validate()
         self.config = config
         self.patch_embed = PatchEmbedding(config.in_chans, config.stages[0].embed_dim)
@@ -321,6 +325,7 @@ class EfficientViT(nn.Module):
                 for i, stage in enumerate(config.stages)
             )
         )
+        self.set_drop_path(drop_path_rate)
         self.num_features = config.stages[-1].embed_dim
         self.drop_rate = drop_rate
         self.head: nn.Module = (
@@ -328,6 +333,22 @@ class EfficientViT(nn.Module):
             if config.num_classes > 0
             else nn.Identity()
         )
+
+    def set_drop_path(self, rate: float) -> None:
+        """Stochastic depth on every residual of the stages' blocks, rising linearly to ``rate``.
+
+        The downsampling residuals keep their full depth (as in DeiT/LeViT-style schedules,
+        which drop only inside the repeated blocks).
+        """
+        residuals = [
+            m for stage in self.stages for m in stage.blocks.modules() if isinstance(m, Residual)
+        ]
+        for i, residual in enumerate(residuals):
+            residual.drop = rate * i / max(len(residuals) - 1, 1)
+
+    def no_weight_decay(self) -> set[str]:
+        """Parameter names kept out of weight decay besides norms and biases (timm's hook)."""
+        return {name for name, _ in self.named_parameters() if name.endswith("attention_biases")}
 
     def reset_classifier(self, num_classes: int) -> None:
         """Replace the head with a freshly initialized one for ``num_classes`` outputs."""

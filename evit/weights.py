@@ -220,16 +220,36 @@ def load_weights(
 
 
 def save_checkpoint(
-    model: EfficientViT, path: str | os.PathLike, extra: dict[str, Any] | None = None
+    model: EfficientViT,
+    path: str | os.PathLike,
+    extra: dict[str, Any] | None = None,
+    *,
+    class_names: list[str] | None = None,
+    state_dict: dict[str, torch.Tensor] | None = None,
 ) -> Path:
-    """Write weights with their config (atomically: temp file, then rename)."""
+    """Write weights with their config (atomically: temp file, then rename).
+
+    Args:
+        model: the model whose config (and, by default, weights) are saved.
+        path: destination file.
+        extra: anything else to keep (epoch, metrics, recipe, training state); tensors, numbers,
+            strings, lists and dicts only, so the file loads with ``weights_only=True``.
+        class_names: the label of each output, in order; travels to ONNX metadata and the app.
+        state_dict: weights to save instead of the model's own (e.g. its EMA).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    if class_names is not None and len(class_names) != model.config.num_classes:
+        raise ValueError(
+            f"{len(class_names)} class names for a model with "
+            f"num_classes={model.config.num_classes}"
+        )
     payload = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "config": model.config.to_dict(),
-        "state_dict": model.state_dict(),
+        "state_dict": state_dict if state_dict is not None else model.state_dict(),
+        "class_names": list(class_names) if class_names is not None else None,
     }
     if extra:
         payload["extra"] = extra
@@ -238,8 +258,43 @@ def save_checkpoint(
     return path
 
 
+def read_checkpoint_meta(path: str | os.PathLike) -> dict[str, Any]:
+    """What an evit checkpoint says about itself: ``config``, ``class_names``, ``extra``.
+
+    Official and timm files carry none of these; their values are then ``None``/``{}``.
+    """
+    obj = _read(path)
+    if not (isinstance(obj, dict) and obj.get("format") == FORMAT):
+        return {"config": None, "class_names": None, "extra": {}}
+    config = ModelConfig.from_dict(obj.get("config"), source=f"{path} config").validate()
+    return {
+        "config": config,
+        "class_names": obj.get("class_names"),
+        "extra": obj.get("extra") or {},
+    }
+
+
 def is_checkpoint_path(spec: Any) -> bool:
     return isinstance(spec, (str, os.PathLike)) and str(spec).endswith(CHECKPOINT_SUFFIXES)
+
+
+def _config_from_weights(config: ModelConfig, weights: str | os.PathLike, ema: bool) -> ModelConfig:
+    """An evit checkpoint of the same architecture brings its input size and class count.
+
+    ``create_model("m0", weights="run/best.pth")`` then builds the m0 that was trained (at
+    64 px with 10 classes, say); a checkpoint of another architecture is refused by name.
+    """
+    _, saved, _ = load_state_dict_file(weights, ema=ema)
+    if saved is None:
+        return config
+    same = config.at_img_size(saved.img_size) if config.img_size != saved.img_size else config
+    same = same.replace(name=saved.name, num_classes=saved.num_classes)
+    if same.architecture_hash() != saved.architecture_hash():
+        raise ValueError(
+            f"{weights} holds {saved.name!r}, whose architecture differs from {config.name!r}; "
+            f"pass the checkpoint itself as the model"
+        )
+    return saved
 
 
 def create_model(
@@ -250,6 +305,7 @@ def create_model(
     reset_head: bool = False,
     ema: bool = False,
     drop_rate: float = 0.0,
+    drop_path_rate: float = 0.0,
 ) -> EfficientViT:
     """Build an EfficientViT and optionally load weights.
 
@@ -261,6 +317,7 @@ def create_model(
         reset_head: load everything but the classifier, which stays freshly initialized.
         ema: official checkpoints: load ``model_ema``.
         drop_rate: dropout before the classifier.
+        drop_path_rate: stochastic depth of the last block (rising linearly from 0).
 
     Example:
         >>> model = create_model("m0", num_classes=10)
@@ -277,9 +334,11 @@ def create_model(
         weights = weights or spec
     else:
         config = load_config(spec)
+        if weights is not None and is_checkpoint_path(weights):
+            config = _config_from_weights(config, weights, ema)
     if num_classes is not None and not reset_head:
         config = config.replace(num_classes=num_classes)
-    model = EfficientViT(config, drop_rate=drop_rate)
+    model = EfficientViT(config, drop_rate=drop_rate, drop_path_rate=drop_path_rate)
     if weights is not None:
         load_weights(model, weights, reset_head=reset_head, ema=ema)
     if reset_head and num_classes is not None and num_classes != config.num_classes:
