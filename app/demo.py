@@ -69,6 +69,21 @@ def build_demo(classifier: Classifier, stream_every: float = 0.1) -> Any:
     return demo
 
 
+def check_port(host: str, port: int) -> None:
+    """One-line errors for a port out of range or already taken, before any loading."""
+    import socket
+
+    if not 1 <= port <= 65535:
+        raise ValueError(f"--port {port}: must be between 1 and 65535")
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+            probe.bind((host, port))
+    except OSError as e:
+        raise ValueError(
+            f"--port {port} on {host}: cannot listen there ({e.strerror or e})"
+        ) from None
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m app",
@@ -89,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = p.parse_args(argv)
     try:
+        check_port(args.host, args.port)
         classifier = Classifier(args.model, threads=args.threads)
         demo = build_demo(classifier, args.stream_every)
     except (ValueError, RuntimeError) as e:

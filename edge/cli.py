@@ -14,11 +14,14 @@ import argparse
 import json
 import logging
 import sys
+from typing import Any
 
+from edge.devicelock import device_key, device_lock
 from edge.export import DEFAULT_OPSET, VerificationError, export_onnx, read_metadata
 from edge.latency import LatencyResult, measure_interleaved, measure_latency
 from edge.runtimes import DEVICES, RUNTIMES
 from edge.tensorrt import TensorRTUnavailable
+from evit.files import check_writable
 
 
 def _batch(text: str) -> int | None:
@@ -47,6 +50,7 @@ def _positive(text: str) -> int:
 
 def _export(args: argparse.Namespace) -> int:
     out = args.out or f"{str(args.model).rsplit('/', 1)[-1].split('.')[0]}.onnx"
+    check_writable(out)  # before the export's minutes, not after
     try:
         result = export_onnx(
             args.model,
@@ -68,13 +72,20 @@ def _export(args: argparse.Namespace) -> int:
     print(
         f"verified against {v.reference} on {v.samples} random input(s): max abs error "
         f"{v.max_abs_error:.3e}, max rel error {v.max_rel_error:.3e} (tolerance "
-        f"{v.tolerance:.0e}), top-1 agreement {v.top1_agreement:.0%}"
+        f"{v.tolerance:.0e}), top-1 agreement {v.top1_agreement:.0%}; weights exercised: "
+        f"{v.exercised}"
     )
     return 0
 
 
 def _info(args: argparse.Namespace) -> int:
     meta = read_metadata(args.model)
+    if "config" not in meta:
+        print(
+            f"{args.model}: no evit metadata (not written by `python -m edge export`): "
+            f"opset {meta['opset']}, {meta['nodes']} nodes"
+        )
+        return 0
     if args.json:
         meta = dict(meta)
         if "config" in meta:
@@ -128,8 +139,22 @@ def _format(r: LatencyResult) -> str:
     return line
 
 
+def _verdict(ratio: Any, first: str, second: str) -> str:
+    """Which file is faster, by name, and only when the CI excludes 1."""
+    if ratio.ci_low > 1.0:
+        return f"{first} is faster ({second} takes {ratio.ratio:.2f}x as long)"
+    if ratio.ci_high < 1.0:
+        return f"{second} is faster ({first} takes {1 / ratio.ratio:.2f}x as long)"
+    return "no difference resolved (the CI contains 1)"
+
+
 def _bench(args: argparse.Namespace) -> int:
     common = dict(runtime=args.runtime, device=args.device, batch=args.batch, threads=args.threads)
+    with device_lock(device_key(args.device)):  # no other measurement on this device meanwhile
+        return _bench_locked(args, common)
+
+
+def _bench_locked(args: argparse.Namespace, common: dict[str, Any]) -> int:
     if args.compare:
         res = measure_interleaved(
             [args.model, args.compare], **common, max_seconds=args.max_seconds
@@ -143,7 +168,7 @@ def _bench(args: argparse.Namespace) -> int:
         print(
             f"{ratio.other} / {ratio.reference} latency ratio: {ratio.ratio:.3f} "
             f"[95% CI {ratio.ci_low:.3f}, {ratio.ci_high:.3f}] over {ratio.rounds} "
-            f"interleaved rounds ({'first' if ratio.ratio > 1 else 'second'} is faster)"
+            f"interleaved rounds: {_verdict(ratio, args.model, args.compare)}"
         )
         return 0
     result = measure_latency(

@@ -52,6 +52,7 @@ class Verification:
     samples: int
     reference: str
     tolerance: float
+    exercised: str = ""  # which weights the compared graph held (see export_onnx)
 
     @property
     def passed(self) -> bool:
@@ -160,7 +161,11 @@ def ort_session(model: str | os.PathLike | bytes, threads: int = 1) -> Any:
 
 
 def compare_outputs(
-    actual: np.ndarray, expected: np.ndarray, reference: str, tolerance: float
+    actual: np.ndarray,
+    expected: np.ndarray,
+    reference: str,
+    tolerance: float,
+    exercised: str = "",
 ) -> Verification:
     actual = actual.astype(np.float64)
     expected = expected.astype(np.float64)
@@ -174,6 +179,7 @@ def compare_outputs(
         samples=int(expected.shape[0]),
         reference=reference,
         tolerance=tolerance,
+        exercised=exercised,
     )
 
 
@@ -215,6 +221,55 @@ def _checkpoint_class_names(source: Any) -> list[str] | None:
     if not is_checkpoint_path(source):
         return None
     return read_checkpoint_meta(source)["class_names"]
+
+
+FP16_REFERENCE = (
+    "onnx-fp32 (ONNX Runtime's CPU provider runs the fp16 ops in fp32, so this checks the fp16 "
+    "rounding of weights and the graph's casts, not fp16 arithmetic)"
+)
+
+
+def _verification_probe(
+    net: evit.EfficientViT,
+    deployed: torch.nn.Module,
+    proto: onnx.ModelProto,
+    batch: int | None,
+    opset: int,
+    seed: int,
+) -> tuple[torch.nn.Module, onnx.ModelProto, str]:
+    """The model and graph to verify, and what they exercise.
+
+    A model whose residual branches output zero (fresh weights) would be verified only through
+    its stem, patch merging and head; it is checked instead on a live copy (random BN and
+    attention biases, see ``evit.live``) exported through the same path into a graph of the same
+    operators, so that every attention, FFN and depthwise conv takes part.
+    """
+    from evit.live import dead_branches, live_copy
+
+    dead = dead_branches(net)
+    if not dead:
+        return deployed, proto, "the file's own weights (every residual branch live)"
+    probe = evit.fuse(live_copy(net, seed).eval())
+    probe_proto = torchscript_export(probe, net.config, batch, opset)
+    ops, probe_ops = _op_types(proto), _op_types(probe_proto)
+    if ops != probe_ops:
+        raise VerificationError(
+            f"the live verification copy exported to another graph ({len(probe_ops)} vs "
+            f"{len(ops)} nodes); cannot verify a model whose branches are all zero"
+        )
+    total = sum(1 for m in net.modules() if isinstance(m, evit.model.Residual))
+    return (
+        probe,
+        probe_proto,
+        f"a live copy with randomized BN and attention biases, same graph (the file's own "
+        f"weights leave {len(dead)} of {total} residual branches at zero)",
+    )
+
+
+def _op_types(proto: onnx.ModelProto) -> list[str]:
+    """The operators in order; Identity nodes (the exporter's aliases of equal constants, which
+    zero-initialized weights produce) compute nothing and are left out."""
+    return [node.op_type for node in proto.graph.node if node.op_type != "Identity"]
 
 
 def export_onnx(
@@ -285,24 +340,31 @@ def export_onnx(
             nodes=len(proto.graph.node),
         )
     x = _sample_inputs(config, batch, verify_samples, seed)
+    probe, probe_proto, exercised = _verification_probe(net, deployed, proto, batch, opset, seed)
     with torch.no_grad():
-        expected = deployed(torch.from_numpy(x)).numpy()
-    fp32_out = ort_session(proto.SerializeToString()).run(None, {INPUT_NAME: x})[0]
-    verification = compare_outputs(fp32_out, expected, "pytorch-eager", RTOL)
+        expected = probe(torch.from_numpy(x)).numpy()
+        own_expected = deployed(torch.from_numpy(x)).numpy()
+    fp32_out = ort_session(probe_proto.SerializeToString()).run(None, {INPUT_NAME: x})[0]
+    verification = compare_outputs(fp32_out, expected, "pytorch-eager", RTOL, exercised)
+    if probe_proto is not proto:  # the file's own weights must agree too
+        own_out = ort_session(proto.SerializeToString()).run(None, {INPUT_NAME: x})[0]
+        own = compare_outputs(own_out, own_expected, "pytorch-eager", RTOL, exercised)
+        if not own.passed:
+            verification = own
     precision = "fp32"
     if fp16 and verification.passed:
         from edge.fp16 import convert_to_mixed_fp16
 
         proto = convert_to_mixed_fp16(proto)
         onnx.checker.check_model(proto)
-        half_out = ort_session(proto.SerializeToString()).run(None, {INPUT_NAME: x})[0]
-        verification = compare_outputs(half_out, fp32_out, "onnx-fp32", RTOL_FP16)
+        half_probe = proto if probe_proto is proto else convert_to_mixed_fp16(probe_proto)
+        half_out = ort_session(half_probe.SerializeToString()).run(None, {INPUT_NAME: x})[0]
+        verification = compare_outputs(half_out, fp32_out, FP16_REFERENCE, RTOL_FP16, exercised)
         precision = "mixed-fp16"
     set_metadata(proto, build_metadata(config, precision, batch, class_names, verification))
     if not verification.passed:
         bad = out.with_suffix(".unverified.onnx")
-        _atomic_save(proto, bad)
-        out.unlink(missing_ok=True)  # never leave an older file looking like this export
+        _atomic_save(proto, bad)  # the destination, if it exists, is left as it was
         raise VerificationError(
             f"{out}: max relative error {verification.max_rel_error:.2e} vs "
             f"{verification.reference} exceeds {verification.tolerance:.0e} (top-1 agreement "

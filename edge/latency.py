@@ -319,6 +319,22 @@ class InterleavedResult:
     ratios: list[Ratio]  # every model against results[0]
     rounds: int
     block_seconds: float
+    block_medians: list[list[float]] = field(default_factory=list)  # [model][round] ms
+
+    def ratio(self, other: int, reference: int) -> Ratio:
+        """Paired ``other / reference`` ratio over the rounds, for any two models of the run."""
+        per_round = np.asarray(self.block_medians[other]) / np.asarray(
+            self.block_medians[reference]
+        )
+        lo, hi = median_ci(per_round)
+        return Ratio(
+            reference=self.results[reference].model,
+            other=self.results[other].model,
+            ratio=float(np.median(per_round)),
+            ci_low=lo,
+            ci_high=hi,
+            rounds=len(per_round),
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -480,5 +496,9 @@ def measure_interleaved(
             )
         )
     return InterleavedResult(
-        results=results, ratios=ratios, rounds=rounds, block_seconds=block_seconds
+        results=results,
+        ratios=ratios,
+        rounds=rounds,
+        block_seconds=block_seconds,
+        block_medians=block_medians,
     )

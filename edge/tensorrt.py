@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from edge.runtimes import Runtime
+from edge.base import Runtime
 from evit.files import atomic_write_bytes
 
 log = logging.getLogger(__name__)

@@ -28,6 +28,10 @@ def _human(n: float, unit: str = "") -> str:
 
 
 def _info(args: argparse.Namespace) -> int:
+    if str(args.model).endswith(".onnx"):
+        raise ValueError(
+            f"{args.model} is an exported model: use `python -m edge info {args.model}`"
+        )
     config = load_config(args.model)
     costs = model_costs(config, batch=args.batch)
     if args.json:

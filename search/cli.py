@@ -20,7 +20,7 @@ import optuna
 
 from edge.tensorrt import TensorRTUnavailable
 from search.objectives import OBJECTIVES
-from search.study import SAMPLERS, SearchOptions, SearchOutcome, run_search
+from search.study import SAMPLERS, NothingFits, SearchOptions, SearchOutcome, run_search
 from search.targets import TARGETS, TargetUnavailable
 
 DEFAULT_TIMEOUT_S = 330.0
@@ -187,10 +187,8 @@ def _print_summary(o: SearchOutcome) -> None:
             "family: "
             + ", ".join(f"S{i} replaces {r.reference}" for i, (r, _) in enumerate(o.family))
         )
-    print(
-        f"outputs: {o.out}/ (report.md, best.yaml, best.onnx, trials.csv, pareto.yaml, "
-        "pareto.png, pareto.html, measurements.jsonl)"
-    )
+    files = sorted(p.name for p in o.out.iterdir() if p.is_file() and not p.name.startswith("."))
+    print(f"outputs: {o.out}/ ({', '.join(files)})")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -229,6 +227,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         outcome = run_search(opts, factory)
+    except NothingFits as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     except (ValueError, TargetUnavailable, TensorRTUnavailable) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

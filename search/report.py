@@ -20,8 +20,8 @@ from optuna.trial import TrialState
 
 from edge.export import VerificationError, export_onnx
 from evit.config import save_yaml
-from evit.files import atomic_write_text
-from search.study import pid_alive
+from evit.files import atomic_path, atomic_write_text
+from search.storage import pid_alive
 
 log = logging.getLogger(__name__)
 
@@ -183,10 +183,18 @@ def _plots(outcome: Any, study: optuna.Study, run: Any, out: Path) -> list[str]:
     if not pts:
         return written
     budget = outcome.budget_ms
-    label = f"{outcome.objective.name} (proxy, not accuracy)"
-    refs = [(c.remeasured or c.latency).median_ms for c in outcome.references]
-    ref_obj = [c.objective for c in outcome.references]
-    front = [((c.remeasured or c.latency).median_ms, c.objective) for c in outcome.pareto]
+    # every point on one basis: the first measurement (re-measured values are in the report)
+    scale, unit = (1e6, " (M)") if outcome.objective.name in ("params", "macs") else (1.0, "")
+    label = f"{outcome.objective.name}{unit} (proxy, not accuracy)"
+    pts = [(x, y / scale, n, r) for x, y, n, r in pts]
+    refs = [c.latency.median_ms for c in outcome.references]
+    ref_obj = [c.objective / scale for c in outcome.references]
+    front = [(c.latency.median_ms, c.objective / scale) for c in outcome.pareto]
+    pick = outcome.best
+    title = (
+        f"{outcome.study_name}: budget {budget:g} ms on {outcome.target.name} "
+        f"(batch {outcome.target.batch})"
+    )
     try:
         import matplotlib
 
@@ -200,9 +208,9 @@ def _plots(outcome: Any, study: optuna.Study, run: Any, out: Path) -> list[str]:
             [f[1] for f in front],
             s=28,
             marker="D",
-            label="Pareto candidates (re-measured)",
+            label="Pareto candidates",
         )
-        ax.scatter(refs, ref_obj, s=60, marker="*", color="black", label="M0-M5 (re-measured)")
+        ax.scatter(refs, ref_obj, s=60, marker="*", color="black", label="M0-M5")
         for c, x, y in zip(outcome.references, refs, ref_obj):
             ax.annotate(
                 c.reference.replace("efficientvit_", "").upper(),
@@ -211,16 +219,26 @@ def _plots(outcome: Any, study: optuna.Study, run: Any, out: Path) -> list[str]:
                 xytext=(4, 4),
                 fontsize=8,
             )
+        if pick is not None:
+            ax.scatter(
+                [pick.latency.median_ms],
+                [pick.objective / scale],
+                s=160,
+                facecolors="none",
+                edgecolors="red",
+                linewidths=2,
+                label=f"pick ({pick.config.name})",
+            )
         ax.axvline(budget, color="red", linestyle="--", label=f"budget {budget:g} ms")
-        ax.set_xlabel(f"latency ms ({outcome.target.name}, batch {outcome.target.batch})")
+        ax.set_xlabel(f"latency ms, first measurement ({outcome.target.name})")
         ax.set_ylabel(label)
+        ax.set_title(title, fontsize=9)
         ax.set_xscale("log")
         ax.legend(fontsize=8)
         fig.tight_layout()
-        tmp = out / ".pareto.png.tmp"
-        fig.savefig(tmp, format="png")
+        with atomic_path(out / "pareto.png") as tmp:  # a unique temp name per worker
+            fig.savefig(tmp, format="png")
         plt.close(fig)
-        tmp.replace(out / "pareto.png")
         written.append("pareto.png")
     except ImportError:
         log.warning("matplotlib missing: no pareto.png")
@@ -243,7 +261,7 @@ def _plots(outcome: Any, study: optuna.Study, run: Any, out: Path) -> list[str]:
                 x=[f[0] for f in front],
                 y=[f[1] for f in front],
                 mode="markers",
-                name="Pareto candidates (re-measured)",
+                name="Pareto candidates",
                 text=[c.config.name for c in outcome.pareto],
                 marker={"symbol": "diamond", "size": 9},
             )
@@ -259,14 +277,29 @@ def _plots(outcome: Any, study: optuna.Study, run: Any, out: Path) -> list[str]:
                 marker={"symbol": "star", "size": 13, "color": "black"},
             )
         )
+        if pick is not None:
+            fig.add_trace(
+                go.Scatter(
+                    x=[pick.latency.median_ms],
+                    y=[pick.objective / scale],
+                    mode="markers",
+                    name=f"pick ({pick.config.name})",
+                    marker={
+                        "size": 18,
+                        "color": "rgba(0,0,0,0)",
+                        "line": {"color": "red", "width": 2},
+                    },
+                )
+            )
         fig.add_vline(x=budget, line_dash="dash", line_color="red")
         fig.update_layout(
-            xaxis_title=f"latency ms ({outcome.target.name})",
+            xaxis_title=f"latency ms, first measurement ({outcome.target.name})",
             yaxis_title=label,
             xaxis_type="log",
-            title=f"{outcome.study_name}: budget {budget:g} ms",
+            title=title,
         )
-        atomic_write_text(out / "pareto.html", fig.to_html(include_plotlyjs="cdn"))
+        # plotly.js embedded: the page works offline and on machines without a CDN
+        atomic_write_text(out / "pareto.html", fig.to_html(include_plotlyjs=True))
         written.append("pareto.html")
     except ImportError:
         log.warning("plotly missing: no pareto.html")
@@ -287,11 +320,13 @@ def _timing_summary(stats: dict[str, Any]) -> str:
 
 def write_outputs(outcome: Any, study: optuna.Study, run: Any) -> None:
     out = outcome.out
-    (out / "tmp").mkdir(exist_ok=True)
-    for leftover in (out / "tmp").iterdir():  # per-trial ONNX probes of killed workers
+    tmp = out / "tmp"
+    for leftover in tmp.iterdir() if tmp.is_dir() else ():  # probes of killed workers
         pid = leftover.stem.rpartition("-")[2]
         if not (pid.isdigit() and pid_alive(int(pid))):
             leftover.unlink(missing_ok=True)
+    if tmp.is_dir() and not any(tmp.iterdir()):
+        tmp.rmdir()
     (out / "report.md").unlink(missing_ok=True)  # never leave a stale report looking current
     atomic_write_text(out / "trials.csv", trials_csv(study, run))
     atomic_write_text(
@@ -322,7 +357,7 @@ def write_outputs(outcome: Any, study: optuna.Study, run: Any) -> None:
             onnx_note = (
                 f"`best.onnx`: random weights, verified against PyTorch (max rel. "
                 f"error {v.max_rel_error:.1e}, top-1 agreement "
-                f"{v.top1_agreement:.0%})."
+                f"{v.top1_agreement:.0%}) on {v.exercised}."
             )
         except VerificationError as e:
             onnx_note = f"best.onnx failed verification: {e}"
@@ -391,7 +426,7 @@ def report_markdown(outcome: Any, files: list[str], onnx_note: str, family_md: s
         f"- Objective: `{outcome.objective.name}`: {outcome.objective.description}. "
         "No accuracy was measured.",
         f"- Trials: {stats.get('trials')} in the study; this run measured "
-        f"{stats.get('measured')}, reused {stats.get('cached')} cached measurements, "
+        f"{stats.get('measured')}, reused {stats.get('cache')} cached measurements, "
         f"pre-filtered {stats.get('prefiltered')}, failed {stats.get('failed')}; "
         f"search {stats.get('search_seconds', 0):.0f} s, final re-measurement "
         f"{stats.get('final_seconds', 0):.0f} s.",

@@ -190,6 +190,17 @@ class SearchSpace:
                 params[f"s{i}_{name}"] = kernels_key(value) if name == "kernel_sizes" else value
         return params
 
+    def smallest(self) -> ModelConfig:
+        """The cheapest config of the space: the smallest choice of every size field."""
+
+        class _Smallest:
+            def suggest_categorical(self, name: str, choices: list) -> Any:
+                if name.endswith("kernel_sizes"):
+                    return min(choices, key=lambda k: sum(int(x) for x in k.split(",")))
+                return min(choices)
+
+        return self.sample(_Smallest())
+
     def contains(self, config: ModelConfig) -> bool:
         return self.params_of(config) is not None
 

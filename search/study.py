@@ -4,21 +4,20 @@ Directions: maximize the objective (a proxy such as ``params``), minimize measur
 budget is a constraint (``trial.set_constraint``: feasible when latency - budget <= 0). Every
 latency comes from the ``edge`` harness on the target; a repeated architecture reuses its earlier
 measurement (cache keyed by architecture hash and target fingerprint, persisted in
-``measurements.jsonl``). A cheap pre-filter skips configs that certainly exceed the budget; those
-trials carry a latency *lower bound* labelled as such and are never reported as feasible. At the
-end, the Pareto candidates and the references M0-M5 are re-measured interleaved in one run.
+``measurements.jsonl``, and on each trial). A cheap pre-filter skips configs predicted to exceed
+the budget; those trials carry a latency *bound* labelled as such and are never reported as
+feasible. Measurements hold the device exclusively (``edge.devicelock``). At the end, the Pareto
+candidates and the references M0-M5 are re-measured interleaved in one run, and one rule
+(``search.selection``) picks the best and the family.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import math
 import os
-import socket
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,18 +26,21 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 import evit
-from edge.latency import LatencyResult, Ratio, measure_interleaved
+from edge.devicelock import device_lock
+from edge.latency import InterleavedResult, LatencyResult, measure_interleaved
 from evit.config import ModelConfig
+from search.cache import MeasurementLog
+from search.candidates import Candidate
 from search.objectives import Objective, get_objective
+from search.prefilter import PreFilter, gemm_peak_macs_per_ms
+from search.selection import choose_remeasure, pick_best, pick_family
 from search.space import SearchSpace, load_space, reference_configs
+from search.storage import make_storage, reap_dead_workers, redact_url, worker_id
 from search.targets import Target, resolve_target
 
 log = logging.getLogger(__name__)
 
 SAMPLERS = ("tpe", "nsga2", "random")
-DOMINANCE_MARGIN = 1.3  # skip configs costlier in every way than one measured at 1.3x budget
-FLOOR_SAFETY = 2.0  # the MAC floor assumes twice the measured GEMM peak
-FALLBACK_MARGIN = 0.85  # re-measure a few candidates this far under the budget too
 
 
 @dataclass
@@ -81,27 +83,6 @@ class SearchOptions:
 
 
 @dataclass
-class Candidate:
-    """A measured architecture with everything the report needs."""
-
-    config: ModelConfig
-    objective: float
-    latency: LatencyResult
-    params: int
-    macs: int
-    trial: int | None = None
-    reference: str | None = None
-    remeasured: LatencyResult | None = None
-    vs_first: Ratio | None = None  # re-measured latency / the first re-measured model's (M0)
-
-    @property
-    def fits_ms(self) -> float:
-        """Latency used for the budget check: upper end of the re-measured median's CI."""
-        r = self.remeasured or self.latency
-        return r.ci_high_ms
-
-
-@dataclass
 class SearchOutcome:
     out: Path
     study_name: str
@@ -115,179 +96,6 @@ class SearchOutcome:
     stats: dict[str, Any] = field(default_factory=dict)
     family: list[tuple[Candidate, Candidate]] = field(default_factory=list)
     interrupted: bool = False
-
-
-# --- storage -------------------------------------------------------------------------------
-
-
-def make_storage(url: str) -> optuna.storages.BaseStorage:
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    """``sqlite:///…``, ``postgresql://…``, ``mysql://…`` (RDB, with heartbeats so a killed
-    worker's trial is failed and retried), or ``journal:///path`` / a ``.log`` path
-    (JournalStorage: several processes on one machine)."""
-    if url.startswith("journal:") or url.endswith((".log", ".journal")):
-        from optuna.storages.journal import JournalFileBackend
-
-        path = url.removeprefix("journal://").removeprefix("journal:")
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        return optuna.storages.JournalStorage(JournalFileBackend(path))
-    if "://" not in url:
-        raise ValueError(
-            f"--storage {url!r}: give an RDB URL (sqlite:///study.db, "
-            "postgresql://user@host/db) or journal:///path/study.log"
-        )
-    engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None
-    try:
-        return optuna.storages.RDBStorage(
-            url,
-            engine_kwargs=engine_kwargs,
-            heartbeat_interval=10,
-            grace_period=40,
-            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
-                max_retry=1
-            ),
-        )
-    except ImportError as e:
-        raise ValueError(
-            f"--storage {url}: database driver missing ({e}); for PostgreSQL "
-            "pip install '.[postgres]'"
-        ) from None
-    except Exception as e:
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise ValueError(f"--storage {url}: cannot open ({first[:200]})") from None
-
-
-def _worker_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def reap_dead_workers(study: optuna.Study) -> int:
-    """Fail RUNNING trials whose worker process on this host is gone, and queue them again.
-
-    RDB storages also do this through heartbeats (any host); this covers JournalStorage and
-    makes a restart after ``kill -9`` immediate.
-    """
-    host = socket.gethostname()
-    reaped = 0
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        worker = trial.user_attrs.get("worker", "")
-        name, _, pid = worker.rpartition(":")
-        if name != host or not pid.isdigit() or pid_alive(int(pid)):
-            continue
-        study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
-        study.enqueue_trial(
-            trial.params, user_attrs={k: v for k, v in trial.user_attrs.items() if k == "reference"}
-        )
-        reaped += 1
-    if reaped:
-        log.warning("failed and re-queued %d trial(s) left running by a dead worker", reaped)
-    return reaped
-
-
-# --- measurement cache ---------------------------------------------------------------------
-
-
-class MeasurementLog:
-    """Append-only JSONL of every latency measurement; doubles as the latency cache."""
-
-    def __init__(self, path: Path, fingerprint: str) -> None:
-        self.path = path
-        self.fingerprint = fingerprint
-        self.cache: dict[str, LatencyResult] = {}
-        if path.is_file():
-            for line in path.read_text().splitlines():
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError:
-                    continue  # a line cut by a killed process
-                if row.get("fingerprint") == fingerprint and row.get("phase") == "search":
-                    self.cache[row["arch_hash"]] = LatencyResult.from_dict(row["result"])
-
-    def get(self, arch_hash: str) -> LatencyResult | None:
-        return self.cache.get(arch_hash)
-
-    def append(
-        self, arch_hash: str, result: LatencyResult, phase: str, extra: dict[str, Any] | None = None
-    ) -> None:
-        if phase == "search":
-            self.cache[arch_hash] = result
-        row = {
-            "time": time.time(),
-            "worker": _worker_id(),
-            "phase": phase,
-            "arch_hash": arch_hash,
-            "fingerprint": self.fingerprint,
-            **(extra or {}),
-            "result": result.to_dict(),
-        }
-        with open(self.path, "a") as f:  # one write per line: appends from workers interleave
-            f.write(json.dumps(row) + "\n")
-
-
-# --- pre-filter ----------------------------------------------------------------------------
-
-
-def gemm_peak_macs_per_ms(threads: int | None) -> float:
-    """Measured fp32 matrix-multiply peak on this CPU: no model can run faster than this."""
-    import torch
-
-    old = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
-    try:
-        a, b = torch.randn(512, 512), torch.randn(512, 512)
-        for _ in range(3):
-            a @ b
-        best = math.inf
-        deadline = time.perf_counter() + 0.3
-        while time.perf_counter() < deadline:  # the fastest of many: robust to brief noise
-            start = time.perf_counter()
-            a @ b
-            best = min(best, time.perf_counter() - start)
-    finally:
-        torch.set_num_threads(old)
-    return 512**3 / (best * 1e3)
-
-
-@dataclass
-class PreFilter:
-    """Skips configs that certainly exceed the budget.
-
-    Two rules, both conservative: the MAC floor (MACs at twice the measured GEMM peak already
-    exceed the budget; no convolution network here gets near the peak), and dominance
-    (costlier in MACs, activation bytes and blocks than a config measured above
-    ``DOMINANCE_MARGIN`` x budget). "Blocks" counts attention heads over all blocks
-    (depth x heads per stage).
-    """
-
-    budget_ms: float
-    peak_macs_per_ms: float | None
-    slow: list[tuple[int, int, int, float]] = field(default_factory=list)
-
-    def record(self, macs: int, act: int, blocks: int, latency_ms: float) -> None:
-        if latency_ms > DOMINANCE_MARGIN * self.budget_ms:
-            self.slow.append((macs, act, blocks, latency_ms))
-
-    def check(self, macs: int, act: int, blocks: int) -> tuple[str, float] | None:
-        """(reason, latency lower bound in ms) when the config can be skipped."""
-        if self.peak_macs_per_ms:
-            floor = macs / (FLOOR_SAFETY * self.peak_macs_per_ms)
-            if floor > self.budget_ms:
-                return f"MAC floor {floor:.2f} ms > budget", floor
-        for m, a, b, lat in self.slow:
-            if macs >= m and act >= a and blocks >= b:
-                return (f"costlier than a config measured at {lat:.2f} ms", lat)
-        return None
 
 
 # --- the study -----------------------------------------------------------------------------
@@ -317,7 +125,25 @@ def _settings(opts: SearchOptions, target: Target, space: SearchSpace) -> dict[s
         "objective": opts.objective,
         # a changed space would give the same parameter names other choices mid-study
         "space": hashlib.sha256(repr(space).encode()).hexdigest()[:12],
+        # latencies from two devices are not comparable: the device is part of the study
+        "device": target.description,
+        "device_fingerprint": target.fingerprint,
     }
+
+
+def _check_writable(out: Path) -> None:
+    """Create ``out`` (or find it writable) now, not after minutes of searching."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise ValueError(f"--out {out}: cannot write there ({e.strerror or e})") from None
+
+
+class NothingFits(ValueError):
+    """Even the smallest configuration of the space is slower than the budget."""
 
 
 def _blocks(config: ModelConfig) -> int:
@@ -339,9 +165,11 @@ class SearchRun:
         )
         self.study_name = opts.study or default_study_name(target_name, opts, self.target.threads)
         self.out = Path(opts.out) if opts.out else Path("runs") / self.study_name
-        self.out.mkdir(parents=True, exist_ok=True)
-        self.target.workdir = self.out / "tmp"
         self.storage_url = opts.storage or f"sqlite:///{self.out / 'study.db'}"
+        if opts.storage is not None:
+            make_storage(opts.storage)  # a bad URL fails before anything is written
+        _check_writable(self.out)
+        self.target.workdir = self.out / "tmp"
         self.log = MeasurementLog(self.out / "measurements.jsonl", self.target.fingerprint)
         peak = (
             gemm_peak_macs_per_ms(self.target.threads)
@@ -349,9 +177,10 @@ class SearchRun:
             else None
         )
         self.prefilter = PreFilter(opts.budget_ms, peak)
-        self.stats = {"measured": 0, "cached": 0, "prefiltered": 0, "failed": 0}
+        self.stats = {"measured": 0, "cache": 0, "prefiltered": 0, "failed": 0}
         self.timings: list[dict[str, float]] = []
         self.current_trial: int | None = None
+        self.interleaved: InterleavedResult | None = None  # the final re-measurement
 
     # study set-up ------------------------------------------------------------------------
     def open_study(self) -> optuna.Study:
@@ -367,6 +196,12 @@ class SearchRun:
         previous = study.user_attrs.get("settings")
         if previous is None:
             study.set_user_attr("settings", settings)
+        elif previous.get("device_fingerprint") not in (None, settings["device_fingerprint"]):
+            raise ValueError(
+                f"study {self.study_name!r} measures on {previous.get('device')}, this worker on "
+                f"{settings['device']}: a study's latencies come from one device; run this "
+                "worker on that device or pass another --study"
+            )
         elif previous != settings:
             changed = ", ".join(
                 f"{k} {previous.get(k)!r} -> {v!r}"
@@ -374,7 +209,7 @@ class SearchRun:
                 if previous.get(k) != v
             )
             raise ValueError(
-                f"study {self.study_name!r} in {self.storage_url} was created with "
+                f"study {self.study_name!r} in {redact_url(self.storage_url)} was created with "
                 f"other settings ({changed}); pass another --study or --out"
             )
         reap_dead_workers(study)
@@ -396,17 +231,63 @@ class SearchRun:
                 attrs["latency_median_ms"],
             )
 
+    def _measured_before(self, study: optuna.Study, arch: str) -> LatencyResult | None:
+        """A measurement of ``arch`` on this device: this folder's log, or any trial's."""
+        self.log.refresh()
+        cached = self.log.get(arch)
+        if cached is not None:
+            return cached
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            attrs = t.user_attrs
+            if attrs.get("arch_hash") == arch and "latency" in attrs:
+                return LatencyResult.from_dict(attrs["latency"])
+        return None
+
+    def check_smallest_fits(self) -> None:
+        """Measure the space's smallest config first: stop at once if even it cannot fit.
+
+        Raises:
+            NothingFits: the lower end of its latency's 95 % CI exceeds the budget.
+        """
+        smallest = self.space.smallest().replace(name="smallest_in_space")
+        arch = smallest.architecture_hash()
+        result = self.log.get(arch)
+        if result is None:
+            with device_lock(self.target.device_key) as held:
+                result = self.target.measure(smallest)
+                self.log.append(
+                    arch, result, "search", {"held_from": held.start, "held_to": time.time()}
+                )
+        if result.ci_low_ms > self.opts.budget_ms:
+            raise NothingFits(
+                f"no configuration fits {self.opts.budget_ms:g} ms on {self.target.name}: the "
+                f"smallest in the space ({evit.model_costs(smallest).params:,} params) "
+                f"measures {result.median_ms:.3f} ms [{result.ci_low_ms:.3f}, "
+                f"{result.ci_high_ms:.3f}]"
+            )
+
     # one trial ---------------------------------------------------------------------------
     def evaluate(self, trial: optuna.Trial) -> tuple[float, float]:
-        self.current_trial = trial._trial_id
-        trial.set_user_attr("worker", _worker_id())
+        """One trial; a failure is recorded on the trial with its reason, and logged."""
+        self.current_trial = trial.number
+        try:
+            return self._evaluate(trial)
+        except Exception as e:
+            reason = f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:300]}"
+            trial.set_user_attr("fail_reason", reason)
+            log.warning("trial %d failed: %s", trial.number, reason)
+            raise
+
+    def _evaluate(self, trial: optuna.Trial) -> tuple[float, float]:
+        trial.set_user_attr("worker", worker_id())
         config = self.space.sample(trial)
         arch = config.architecture_hash()
         config = config.replace(name=f"searched_{arch[:8]}")
         costs = evit.model_costs(config)
         timings: dict[str, float] = {}
         start = time.perf_counter()
-        score = self.objective.evaluate(config)
+        with device_lock(self.target.device_key, exclusive=False):  # heavy, not a measurement
+            score = self.objective.evaluate(config)
         timings["objective_s"] = time.perf_counter() - start
         for key, value in {
             "arch_hash": arch,
@@ -429,16 +310,22 @@ class SearchRun:
             trial.set_user_attr("prefilter_reason", reason)
             trial.set_constraint("latency_ms", bound - self.opts.budget_ms)
             return score, bound
-        cached = self.log.get(arch)
-        if cached is not None:
-            result, source = cached, "cache"
-            self.stats["cached"] += 1
-        else:
-            result = self.target.measure(config, timings)
-            source = "measured"
-            self.stats["measured"] += 1
-            self.log.append(arch, result, "search", {"trial": trial.number})
-            self.timings.append(timings)
+        result, source = self._measured_before(trial.study, arch), "cache"
+        if result is None:
+            with device_lock(self.target.device_key) as held:  # nothing else runs meanwhile
+                # another worker may have measured it while this one waited for the device
+                result = self._measured_before(trial.study, arch)
+                if result is None:
+                    result, source = self.target.measure(config, timings), "measured"
+                    # logged before the lock is released: the next holder sees it
+                    self.log.append(
+                        arch,
+                        result,
+                        "search",
+                        {"trial": trial.number, "held_from": held.start, "held_to": time.time()},
+                    )
+                    self.timings.append(timings)
+        self.stats[source] += 1
         self.prefilter.record(costs.macs, costs.activation_bytes, _blocks(config), result.median_ms)
         for key, value in {
             "latency_source": source,
@@ -448,6 +335,7 @@ class SearchRun:
             "latency_p90_ms": result.p90_ms,
             "latency_runs": result.runs,
             "latency_converged": result.converged,
+            "latency": result.to_dict(),  # candidates read it from here on any host
             "timings": timings,
         }.items():
             trial.set_user_attr(key, value)
@@ -493,7 +381,10 @@ class SearchRun:
         """The trial cut by Ctrl-C is failed by Optuna; queue its parameters again."""
         if self.current_trial is None:
             return
-        trial = study._storage.get_trial(self.current_trial)
+        numbered = study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+        trial = next((t for t in numbered if t.number == self.current_trial), None)
+        if trial is None:
+            return
         if trial.state == TrialState.FAIL and trial.params:
             study.enqueue_trial(
                 trial.params,
@@ -519,7 +410,10 @@ class SearchRun:
             seen.add(key)
             name = reference or f"searched_{attrs['arch_hash'][:8]}"
             latency = self.log.get(attrs["arch_hash"])
-            if latency is None:  # measured by another worker whose log line we cannot read
+            if latency is None and "latency" in attrs:  # measured by a worker on another host
+                latency = LatencyResult.from_dict(attrs["latency"])
+            if latency is None:
+                log.warning("trial %d has no readable latency; left out", t.number)
                 continue
             out.append(
                 Candidate(
@@ -539,10 +433,22 @@ class SearchRun:
         open at a time."""
         if len(cands) < 2:
             for c in cands:
-                c.remeasured = self.target.measure(c.config)
+                with device_lock(self.target.device_key):
+                    c.remeasured = self.target.measure(c.config)
             return
-        factories = [self.target.prepare(c.config) for c in cands]
-        res = measure_interleaved(
+        with device_lock(self.target.device_key, exclusive=False):
+            factories = [self.target.prepare(c.config) for c in cands]
+        with device_lock(self.target.device_key):
+            res = self._interleave(cands, factories)
+        self.interleaved = res
+        for slot, (c, r, ratio) in enumerate(zip(cands, res.results, [None, *res.ratios])):
+            c.remeasured = r
+            c.vs_first = ratio
+            c.slot = slot
+            self.log.append(c.config.architecture_hash(), r, "remeasure", {"name": c.config.name})
+
+    def _interleave(self, cands: list[Candidate], factories: list[Any]) -> Any:
+        return measure_interleaved(
             factories,
             labels=[c.config.name for c in cands],
             min_rounds=10,
@@ -550,53 +456,6 @@ class SearchRun:
             max_seconds=max(30.0, 4.0 * len(cands)),
             block_seconds=self.opts.remeasure_block_seconds,
         )
-        for c, r, ratio in zip(cands, res.results, [None, *res.ratios]):
-            c.remeasured = r
-            c.vs_first = ratio
-            self.log.append(c.config.architecture_hash(), r, "remeasure", {"name": c.config.name})
-
-
-def pareto_front(cands: list[Candidate]) -> list[Candidate]:
-    """Non-dominated candidates (objective up, first-measured latency down)."""
-    front = []
-    for c in cands:
-        dominated = any(
-            o.objective >= c.objective
-            and o.latency.median_ms <= c.latency.median_ms
-            and (o.objective > c.objective or o.latency.median_ms < c.latency.median_ms)
-            for o in cands
-        )
-        if not dominated:
-            front.append(c)
-    return sorted(front, key=lambda c: c.latency.median_ms)
-
-
-def choose_remeasure(
-    cands: list[Candidate],
-    budget_ms: float,
-    limit: int,
-    family_latencies: list[float] | None = None,
-) -> list[Candidate]:
-    """Pareto candidates worth re-measuring: the best few within the budget, plus the best few
-    with a 15 % margin (a first measurement of a winner is optimistic, so the top ones may not
-    fit when re-measured); in family mode, the best three under each reference latency."""
-    searched = [c for c in cands if c.reference is None]
-    front = pareto_front(searched)
-    feasible = [c for c in front if c.latency.median_ms <= budget_ms]
-    by_objective = sorted(feasible, key=lambda c: -c.objective)
-    chosen = by_objective[:limit]
-    fallbacks = [c for c in by_objective if c.latency.median_ms <= FALLBACK_MARGIN * budget_ms]
-    for c in fallbacks[: max(1, limit // 3)]:
-        if c not in chosen:
-            chosen.append(c)
-    if not chosen and searched:  # nothing fits: re-measure the fastest to report it honestly
-        chosen = sorted(searched, key=lambda c: c.latency.median_ms)[:1]
-    for lat in family_latencies or []:
-        under = sorted((c for c in front if c.latency.median_ms <= lat), key=lambda c: -c.objective)
-        for c in under[:3]:
-            if c not in chosen:
-                chosen.append(c)
-    return chosen
 
 
 def run_search(opts: SearchOptions, progress_factory: Any | None = None) -> SearchOutcome:
@@ -605,6 +464,7 @@ def run_search(opts: SearchOptions, progress_factory: Any | None = None) -> Sear
 
     run = SearchRun(opts)
     study = run.open_study()
+    run.check_smallest_fits()
     interrupted = False
     start = time.perf_counter()
     progress = progress_factory(run, study) if progress_factory else None
@@ -622,10 +482,12 @@ def run_search(opts: SearchOptions, progress_factory: Any | None = None) -> Sear
     missing_refs = [] if interrupted else [n for n in reference_configs() if n not in refs]
     for name in missing_refs:
         config = reference_configs()[name].replace(num_classes=run.space.num_classes)
+        with device_lock(run.target.device_key):
+            latency = run.target.measure(config)
         refs[name] = Candidate(
             config=config,
             objective=run.objective.evaluate(config),
-            latency=run.target.measure(config),
+            latency=latency,
             params=evit.model_costs(config).params,
             macs=evit.model_costs(config).macs,
             reference=name,
@@ -639,25 +501,14 @@ def run_search(opts: SearchOptions, progress_factory: Any | None = None) -> Sear
             run.remeasure(references + chosen)
         except KeyboardInterrupt:
             interrupted = True
-    fits = [c for c in chosen if c.remeasured is not None and c.fits_ms <= opts.budget_ms]
-    best = max(fits, key=lambda c: c.objective) if fits else None
+    best = pick_best(chosen, opts.budget_ms)
     measured = [c for c in cands if c.reference is None] + references
     fastest = (
         min(measured, key=lambda c: (c.remeasured or c.latency).median_ms) if measured else None
     )
-    family = []
-    if opts.family and not interrupted:
-        used: set[str] = set()
-        for ref in references:
-            budget = ref.remeasured.median_ms if ref.remeasured else ref.latency.median_ms
-            under = [
-                c for c in chosen if c.remeasured is not None and c.remeasured.median_ms <= budget
-            ]
-            fresh = [c for c in under if c.config.architecture_hash() not in used]
-            if fresh or under:  # six distinct configs where the front allows it
-                pick = max(fresh or under, key=lambda c: c.objective)
-                used.add(pick.config.architecture_hash())
-                family.append((ref, pick))
+    family = (
+        pick_family(chosen, references, run.interleaved) if opts.family and not interrupted else []
+    )
     stats = dict(
         run.stats,
         search_seconds=search_seconds,

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import evit
+from edge.devicelock import device_key
 from edge.export import export_onnx
 from edge.latency import LatencyResult, environment, fingerprint, measure_latency
 from edge.runtimes import OrtRuntime, Runtime, TorchRuntime
@@ -104,6 +105,22 @@ class Target:
             self.threads, "cuda" if self.name in ("trt", "torch-cuda") else "cpu"
         )
         self.fingerprint = fingerprint(self.env, self.name, self.batch)
+
+    @property
+    def description(self) -> str:
+        """The device and software a latency belongs to, in words (the study records it)."""
+        versions = self.env.get("versions", {})
+        package = {"ort": "onnxruntime", "trt": "tensorrt"}.get(self.runtime, "torch")
+        where = (
+            self.env.get("gpu") or f"{self.env.get('cpu')} ({self.env.get('usable_cores')} cores)"
+        )
+        threads = f", {self.threads} threads" if self.threads else ""
+        return f"{where}, {package} {versions.get(package, '?')}{threads}"
+
+    @property
+    def device_key(self) -> str:
+        """The device this target measures on (see ``edge.devicelock``)."""
+        return device_key("cuda" if self.name in ("trt", "torch-cuda") else "cpu")
 
     @property
     def runtime(self) -> str:

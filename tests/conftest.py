@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import pytest
 import torch
@@ -83,3 +84,73 @@ def random_config(rng: random.Random) -> ModelConfig:
     return ModelConfig(
         "random", tuple(stages), img_size=img, num_classes=rng.choice([0, 10])
     ).validate()
+
+
+def _postgres_bin(name: str) -> str | None:
+    import glob
+    import shutil
+
+    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
+    return found[-1] if found else shutil.which(name)
+
+
+@pytest.fixture(scope="session")
+def postgres_url(tmp_path_factory):
+    """A throw-away PostgreSQL server on a free loopback port, for the RDB storage tests.
+
+    ``EVIT_TEST_POSTGRES_URL`` points the tests at an existing server instead. Started with
+    Debian's ``initdb``/``pg_ctl`` (``.ci/run`` installs the package when missing); as root,
+    the server runs as the ``postgres`` user, since PostgreSQL refuses to run as root.
+    """
+    import os
+    import pwd
+    import shutil
+    import socket
+    import subprocess
+
+    url = os.environ.get("EVIT_TEST_POSTGRES_URL")
+    if url:
+        yield url
+        return
+    initdb, pg_ctl = _postgres_bin("initdb"), _postgres_bin("pg_ctl")
+    if initdb is None or pg_ctl is None:
+        pytest.skip("PostgreSQL server binaries not installed (apt-get install postgresql)")
+    pytest.importorskip("psycopg", reason="pip install '.[postgres]' for the PostgreSQL tests")
+    import tempfile
+
+    # not under pytest's 0700 base folder: the server user must be able to reach it
+    root = Path(tempfile.mkdtemp(prefix="evit-test-postgres-"))
+    prefix: list[str] = []
+    if os.geteuid() == 0:
+        try:
+            user = pwd.getpwnam("postgres")
+        except KeyError:
+            pytest.skip("running as root and no 'postgres' user to run the server as")
+        shutil.chown(root, user.pw_uid, user.pw_gid)
+        prefix = ["runuser", "-u", "postgres", "--"]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    data = root / "data"
+
+    def run(*cmd: str) -> None:
+        subprocess.run([*prefix, *cmd], check=True, capture_output=True, timeout=120)
+
+    run(initdb, "-D", str(data), "-U", "evit", "--auth=trust", "-E", "UTF8")
+    options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off"
+    run(pg_ctl, "-D", str(data), "-o", options, "-l", str(root / "log"), "-w", "start")
+    try:
+        run(
+            _postgres_bin("createdb") or "createdb",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "-U",
+            "evit",
+            "evit",
+        )
+        yield f"postgresql://evit:not-a-secret@127.0.0.1:{port}/evit"
+    finally:
+        run(pg_ctl, "-D", str(data), "-m", "immediate", "stop")
+        shutil.rmtree(root, ignore_errors=True)

@@ -421,8 +421,6 @@ class _Run:
         return loss_sum[0].item() / max(loss_sum[1].item(), 1.0), int(loss_sum[1].item())
 
     def _step(self, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        from timm.utils import dispatch_clip_grad
-
         device, r = self.info.device, self.recipe
         x = images.to(device, non_blocking=True)
         y = targets.to(device, non_blocking=True)
@@ -431,26 +429,28 @@ class _Run:
                 x, y = x[:-1], y[:-1]
             x, y = self.mixup(x, y)
         try:
-            with torch.autocast(device.type, dtype=torch.float16, enabled=self.options.amp):
-                loss = self.criterion(self.net(x), y)
-            if not math.isfinite(loss.item()):
-                raise TrainError(
-                    f"loss is {loss.item()} at step {self.global_step}; lower --lr or use "
-                    "gradient clipping"
-                )
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
+            loss = optimization_step(
+                self.net,
+                self.model.parameters(),
+                x,
+                y,
+                self.optimizer,
+                self.criterion,
+                self.scaler,
+                r.clip_grad,
+                r.clip_mode,
+            )
         except torch.cuda.OutOfMemoryError:
             raise TrainError(
                 f"out of GPU memory at --batch-size {r.batch_size}; try "
                 f"--batch-size {max(r.batch_size // 2, 1)}"
                 + ("" if self.options.amp else " or --amp")
             ) from None
-        if r.clip_grad > 0:
-            self.scaler.unscale_(self.optimizer)
-            dispatch_clip_grad(self.model.parameters(), r.clip_grad, mode=r.clip_mode)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
+        if not math.isfinite(loss.item()):
+            raise TrainError(
+                f"loss is {loss.item()} at step {self.global_step}; lower --lr or keep "
+                "gradient clipping on"
+            )
         self.global_step += 1
         self.scheduler.step_update(self.global_step)
         if self.ema is not None:
@@ -544,6 +544,36 @@ class _Run:
         )
         atomic_write_text(self.out / METRICS, "".join(json.dumps(h) + "\n" for h in self.history))
         write_curves(self.history, self.out / CURVES, self.config.name)
+
+
+def optimization_step(
+    net: nn.Module,
+    parameters: Any,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    optimizer: torch.optim.Optimizer,
+    criterion: nn.Module,
+    scaler: torch.amp.GradScaler,
+    clip_grad: float,
+    clip_mode: str,
+) -> torch.Tensor:
+    """Forward, loss, backward, clipping and the optimizer update of one batch.
+
+    Shared by the training loop and ``benchmarks/bench_train.py``, so that a throughput figure
+    measures exactly the step the loop runs. Autocast follows ``scaler.is_enabled()``.
+    """
+    from timm.utils import dispatch_clip_grad
+
+    with torch.autocast(x.device.type, dtype=torch.float16, enabled=scaler.is_enabled()):
+        loss = criterion(net(x), y)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    if clip_grad > 0:
+        scaler.unscale_(optimizer)
+        dispatch_clip_grad(parameters, clip_grad, mode=clip_mode)
+    scaler.step(optimizer)
+    scaler.update()
+    return loss.detach()
 
 
 def write_curves(history: list[dict[str, Any]], path: Path, title: str) -> None:

@@ -3,16 +3,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import evit
 from app.demo import main, make_predict
 from app.predict import Classifier, center_crop_resize
 from edge.export import export_onnx
-from tests.conftest import tiny_config
+from tests.conftest import randomize, tiny_config
 
 
 @pytest.fixture(scope="module")
 def labelled_onnx(tmp_path_factory):
     path = tmp_path_factory.mktemp("app") / "tiny.onnx"
-    export_onnx(tiny_config(), path, class_names=[f"thing {i}" for i in range(10)])
+    live = randomize(evit.create_model(tiny_config())).eval()  # every block computes
+    export_onnx(live, path, class_names=[f"thing {i}" for i in range(10)])
     return path
 
 
@@ -80,3 +82,22 @@ def test_gradio_app_serves_predictions_to_a_client(labelled_onnx, tmp_path):
         assert text.startswith("tiny: ") and text.endswith("ms per frame")
     finally:
         demo.close()
+
+
+@pytest.mark.parametrize("port, match", [(0, "must be between 1 and 65535"), (70000, "between")])
+def test_demo_port_out_of_range_exits_2(port, match, labelled_onnx, capsys):
+    assert main(["--model", str(labelled_onnx), "--port", str(port)]) == 2
+    err = capsys.readouterr().err
+    assert match in err and err.count("\n") == 1
+
+
+def test_demo_port_in_use_exits_2(labelled_onnx, capsys):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["--model", str(labelled_onnx), "--port", str(port)]) == 2
+    err = capsys.readouterr().err
+    assert f"--port {port} on 127.0.0.1: cannot listen there" in err and err.count("\n") == 1

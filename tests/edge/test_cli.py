@@ -1,11 +1,12 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
 from edge.cli import main
-from evit.config import save_yaml
+from evit.config import load_config, save_yaml
 from tests.conftest import tiny_config
 
 
@@ -28,21 +29,58 @@ def test_export_info_bench(tmp_path, tiny_yaml, capsys):
     assert {"cpu", "versions", "usable_cores"} <= set(result["environment"])
 
 
-def test_compare_reports_a_paired_ratio(tmp_path, tiny_yaml, capsys):
-    a, b = tmp_path / "a.onnx", tmp_path / "b.onnx"
-    assert main(["export", tiny_yaml, "--out", str(a)]) == 0
-    assert main(["export", tiny_yaml, "--out", str(b), "--batch", "dynamic"]) == 0
-    capsys.readouterr()
-    assert (
-        main(
-            ["bench", str(a), "--compare", str(b), "--threads", "1", "--json", "--max-seconds", "2"]
-        )
-        == 0
+def test_compare_names_the_faster_file(tmp_path, tiny_yaml, capsys):
+    """A model 10x the work must come out slower, and the verdict must name the files."""
+    small, big = tmp_path / "small.onnx", tmp_path / "big.onnx"
+    big_yaml = save_yaml(
+        load_config("m0").at_img_size(64).replace(name="m0_64"), tmp_path / "b.yaml"
     )
+    assert main(["export", tiny_yaml, "--out", str(small)]) == 0
+    assert main(["export", str(big_yaml), "--out", str(big)]) == 0
+    capsys.readouterr()
+    argv = ["bench", str(small), "--compare", str(big), "--threads", "1", "--max-seconds", "3"]
+    assert main([*argv, "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
-    ratio = data["ratios"][0]
-    assert ratio["ci_low"] <= ratio["ratio"] <= ratio["ci_high"] and ratio["rounds"] >= 10
-    assert len(data["results"]) == 2
+    ratio = data["ratios"][0]  # big / small
+    assert ratio["ci_low"] > 1.5 and ratio["rounds"] >= 10
+    assert data["results"][0]["median_ms"] < data["results"][1]["median_ms"]
+    assert main(argv) == 0
+    assert f"{small} is faster ({big} takes" in capsys.readouterr().out
+
+
+def test_export_checks_the_destination_before_exporting(tmp_path, capsys, monkeypatch):
+    import edge.cli
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("exported into a destination that cannot be written")
+
+    monkeypatch.setattr(edge.cli, "export_onnx", must_not_run)
+    (tmp_path / "file").write_text("x")
+    readonly = tmp_path / "readonly"
+    readonly.mkdir()
+    readonly.chmod(0o555)
+    cases = [tmp_path / "file" / "m.onnx", tmp_path]
+    if os.geteuid() != 0:  # root writes anywhere
+        cases.append(readonly / "m.onnx")
+    for out in cases:
+        assert main(["export", "m0", "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and err.count("\n") == 1
+
+
+def test_info_on_a_foreign_onnx_file_says_so(tmp_path, capsys):
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+    )
+    onnx.save(helper.make_model(graph), tmp_path / "foreign.onnx")
+    assert main(["info", str(tmp_path / "foreign.onnx")]) == 0
+    assert "no evit metadata" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(

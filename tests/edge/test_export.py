@@ -6,6 +6,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from onnx import numpy_helper
 
 import evit
 from edge import export as export_module
@@ -64,10 +65,14 @@ def test_metadata_round_trip(tmp_path, tiny_model):
     assert meta["verification"]["max_rel_error"] == result.verification.max_rel_error
 
 
-def test_fp16_export_keeps_softmax_path_in_fp32(tmp_path, tiny_model):
+def test_fp16_export_keeps_softmax_in_fp32_and_says_ort_checks_only_weight_rounding(
+    tmp_path, tiny_model
+):
     result = export_onnx(tiny_model, tmp_path / "half.onnx", fp16=True)
     assert result.precision == "mixed-fp16"
-    assert result.verification.reference == "onnx-fp32"
+    reference = result.verification.reference
+    assert reference.startswith("onnx-fp32") and "not fp16 arithmetic" in reference
+    assert read_metadata(result.path)["verification"]["reference"] == reference
     assert result.verification.max_rel_error < 2e-2
     proto = onnx.load(str(result.path))
     graph = proto.graph
@@ -108,7 +113,7 @@ def test_failed_verification_keeps_nothing_that_looks_complete(tmp_path, tiny_mo
     monkeypatch.setattr(export_module, "compare_outputs", _always_off(export_module))
     with pytest.raises(VerificationError, match=r"exceeds .*kept as .*model\.unverified\.onnx"):
         export_onnx(tiny_model, out)
-    assert not out.exists()
+    assert out.read_bytes() == b"an older export"  # a failed export never destroys a file
     assert (tmp_path / "model.unverified.onnx").exists()
     assert not list(tmp_path.glob(".*.tmp"))
 
@@ -116,8 +121,8 @@ def test_failed_verification_keeps_nothing_that_looks_complete(tmp_path, tiny_mo
 def _always_off(module):
     original = module.compare_outputs
 
-    def compare(actual, expected, reference, tolerance):
-        return original(actual + 1.0, expected, reference, tolerance)
+    def compare(actual, expected, *args, **kwargs):
+        return original(actual + 1.0, expected, *args, **kwargs)
 
     return compare
 
@@ -143,3 +148,60 @@ def test_read_metadata_errors(tmp_path):
     bad.write_bytes(b"\x00garbage" * 10)
     with pytest.raises(ValueError, match="is not a readable ONNX model"):
         read_metadata(bad)
+
+
+def _perturbing(make_proto, suffix: str, done: list[str]):
+    """Wrap a graph-producing function so one attention value of stage 0 is off by 1.0.
+
+    (Fresh weights export equal zero tables as one shared constant, under another name; the
+    live copy that verification checks names them all. ``done`` records what was changed.)
+    """
+
+    def wrapped(*args, **kwargs):
+        proto = make_proto(*args, **kwargs)
+        for init in proto.graph.initializer:
+            if init.name.startswith("stages.0.") and init.name.endswith(suffix):
+                values = numpy_helper.to_array(init).copy()
+                values.flat[0] += 1.0
+                init.CopyFrom(numpy_helper.from_array(values, init.name))
+                done.append(init.name)
+                break
+        return proto
+
+    return wrapped
+
+
+@pytest.mark.parametrize("tensor", ["heads.0.qkv.weight", "heads.1.attention_bias"])
+def test_verification_of_fresh_weights_catches_one_wrong_attention_value(
+    tmp_path, monkeypatch, tensor
+):
+    """Fresh weights leave every branch at zero; the check runs on a live copy instead."""
+    out = tmp_path / "fresh.onnx"
+    export_onnx(tiny_config(), out)
+    verification = read_metadata(out)["verification"]
+    assert verification["exercised"].startswith("a live copy with randomized BN")
+    assert "leave 12 of 14 residual branches at zero" in verification["exercised"]
+    done: list[str] = []
+    monkeypatch.setattr(
+        export_module,
+        "torchscript_export",
+        _perturbing(export_module.torchscript_export, tensor, done),
+    )
+    with pytest.raises(VerificationError):
+        export_onnx(tiny_config(), tmp_path / "broken.onnx")
+    assert done  # the value was changed in the graph that verification checked
+    assert not (tmp_path / "broken.onnx").exists()
+
+
+def test_fp16_verification_catches_one_wrong_attention_value(tmp_path, monkeypatch):
+    import edge.fp16
+
+    done: list[str] = []
+    monkeypatch.setattr(
+        edge.fp16,
+        "convert_to_mixed_fp16",
+        _perturbing(edge.fp16.convert_to_mixed_fp16, "heads.0.qkv.weight", done),
+    )
+    with pytest.raises(VerificationError, match="onnx-fp32"):
+        export_onnx(tiny_config(), tmp_path / "broken.onnx", fp16=True)
+    assert done

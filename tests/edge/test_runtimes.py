@@ -10,11 +10,23 @@ from edge.runtimes import OrtRuntime, TorchRuntime, open_runtime
 from tests.conftest import tiny_config
 
 
-def test_ort_and_torch_agree(tiny_onnx):
+def test_ort_and_torch_agree(tiny_onnx, tiny_live_model):
+    """ONNX Runtime on the exported file vs PyTorch eager on the model it came from."""
     x = np.random.default_rng(0).standard_normal((1, 3, 64, 64)).astype(np.float32)
     ort_out = OrtRuntime(tiny_onnx, threads=1)(x)
-    # the export used the default random init of a fresh model: rebuild the same way
-    torch.manual_seed(0)
+    with torch.no_grad():
+        expected = tiny_live_model(torch.from_numpy(x)).numpy()
+    assert np.abs(ort_out - expected).max() <= 1e-4 * np.abs(expected).max()
+    # live weights: every block contributes, so the output is far from the stem+head alone
+    stripped = evit.create_model(tiny_config()).eval()
+    stripped.load_state_dict(tiny_live_model.state_dict())
+    for name, module in stripped.named_modules():
+        if isinstance(module, evit.model.Residual) and ".mixer" in name:
+            module.branch = torch.nn.Identity()
+            module.forward = lambda x: x  # attention removed
+    with torch.no_grad():
+        without_attention = stripped(torch.from_numpy(x)).numpy()
+    assert np.abs(without_attention - expected).max() > 1e-2 * np.abs(expected).max()
     with open_runtime(str(tiny_onnx), threads=1, spinning=False) as rt:
         assert np.array_equal(rt(x), ort_out)
 

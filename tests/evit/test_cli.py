@@ -32,3 +32,9 @@ def test_module_entry_point():
         [sys.executable, "-m", "evit", "list"], capture_output=True, text=True, check=True
     ).stdout
     assert out.split() == [f"efficientvit_m{i}" for i in range(6)]
+
+
+def test_info_on_an_onnx_file_points_to_edge_info(capsys):
+    assert main(["info", "runs/x/best.onnx"]) == 2
+    err = capsys.readouterr().err
+    assert "use `python -m edge info runs/x/best.onnx`" in err and err.count("\n") == 1

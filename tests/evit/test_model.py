@@ -19,8 +19,8 @@ def test_parity_with_timm(name, tmp_path):
     x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         expected = reference(x)
-        assert max_rel_error(model(x), expected) <= 1e-4
-        assert max_rel_error(evit.fuse(model)(x), expected) <= 1e-4
+        assert max_rel_error(model(x), expected) == 0.0  # the same operations, bit for bit
+        assert max_rel_error(evit.fuse(model)(x), expected) <= 1e-5
 
 
 @pytest.mark.parametrize("window", [3, 4, 5])
@@ -48,7 +48,7 @@ def test_padded_windows_match_timm(window, tmp_path):
     model = evit.create_model(ModelConfig("padded", stages), weights=path).eval()
     x = torch.randn(1, 3, 224, 224)
     with torch.no_grad():
-        assert max_rel_error(model(x), reference(x)) <= 1e-4
+        assert max_rel_error(model(x), reference(x)) <= 1e-6  # padding: another summation order
 
 
 def test_any_stage_count_builds_and_runs():
@@ -77,7 +77,7 @@ def test_fused_equals_unfused_and_leaves_input_untouched(tiny_model):
     before = {k: v.clone() for k, v in tiny_model.state_dict().items()}
     fused = evit.fuse(tiny_model)
     with torch.no_grad():
-        assert max_rel_error(fused(x), tiny_model(x)) <= 1e-4
+        assert max_rel_error(fused(x), tiny_model(x)) <= 1e-5
     for k, v in tiny_model.state_dict().items():
         assert torch.equal(v, before[k]), k
     assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in fused.modules())

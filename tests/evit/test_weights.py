@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -147,3 +148,40 @@ def test_missing_file_and_configless_checkpoint(tmp_path, tiny_model):
     torch.save(tiny_model.state_dict(), path)
     with pytest.raises(ValueError, match="carries no config"):
         evit.create_model(path)
+
+
+def official_layout(variant: str) -> dict[str, tuple[int, ...]]:
+    """Keys and shapes of the official model's state_dict(), kept as data (see the file)."""
+    path = Path(__file__).parent / "data" / "official_state_dicts.txt"
+    layout = {}
+    for line in path.read_text().splitlines():
+        if line.startswith("#"):
+            continue
+        name, key, shape = ([*line.split(" "), ""])[:3]
+        if name == variant:
+            layout[key] = tuple(int(d) for d in shape.split(",") if d)
+    return layout
+
+
+@pytest.mark.parametrize("name", ["efficientvit_m0", "efficientvit_m4"])
+def test_official_key_list_and_shapes_load_one_to_one(name, tmp_path):
+    """Every official tensor lands on exactly one of ours, with its values, and none is missed."""
+    layout = official_layout(name)
+    assert len(layout) == 699  # written out from the official model
+    gen = torch.Generator().manual_seed(0)
+    sd = {}
+    for key, shape in layout.items():
+        if key.endswith("attention_bias_idxs"):
+            sd[key] = torch.zeros(shape, dtype=torch.long)
+        elif key.endswith("num_batches_tracked"):
+            sd[key] = torch.tensor(0)
+        else:
+            sd[key] = torch.randn(shape, generator=gen)
+    path = tmp_path / "official.pth"
+    torch.save({"model": sd}, path)
+    model = evit.create_model(name, weights=path)  # strict: nothing missing or left over
+    ours = model.state_dict()
+    values = {round(v.float().sum().item(), 3) for k, v in sd.items() if v.is_floating_point()}
+    loaded = {round(v.float().sum().item(), 3) for k, v in ours.items() if v.is_floating_point()}
+    assert loaded == values  # every tensor's values arrived, none invented
+    assert len(ours) == len(layout) - sum(k.endswith("attention_bias_idxs") for k in layout)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import ClassVar
 
 import pytest
@@ -74,6 +75,7 @@ class FakeTarget(Target):
 
     calls: ClassVar[list[str]] = []
     interrupt_at: ClassVar[int | None] = None
+    seconds: ClassVar[float] = 0.0  # how long a "measurement" occupies the device
 
     def prepare(self, config, timings=None):
         return lambda: ConstantRuntime(fake_latency_ms(config), config.name)
@@ -83,6 +85,7 @@ class FakeTarget(Target):
         if FakeTarget.interrupt_at is not None and len(FakeTarget.calls) == FakeTarget.interrupt_at:
             raise KeyboardInterrupt
         ms = fake_latency_ms(config)
+        time.sleep(FakeTarget.seconds)
         return LatencyResult.from_samples(
             [ms] * 20,
             model=config.name,
@@ -100,5 +103,6 @@ class FakeTarget(Target):
 def fake_target(monkeypatch):
     FakeTarget.calls = []
     FakeTarget.interrupt_at = None
+    FakeTarget.seconds = 0.0
     monkeypatch.setattr(study_module, "Target", FakeTarget)
     return FakeTarget

@@ -14,6 +14,7 @@ import pytest
 from optuna.trial import TrialState
 
 from edge.latency import measure_latency
+from evit.files import _umask
 from search.cli import main
 
 
@@ -44,8 +45,15 @@ def _run(tmp_path, tiny_space, *extra):
 def test_end_to_end_on_onnx_runtime(tmp_path, tiny_space, capsys):
     assert _run(tmp_path, tiny_space, "--trials", "6") == 0
     out = capsys.readouterr().out
-    assert "re-measured ms" in out and "efficientvit_m0" in out and "outputs:" in out
+    assert "re-measured ms" in out and "efficientvit_m0" in out
     run = tmp_path / "run"
+    listed = out.split("outputs: ")[1].split("(")[1].rstrip(")\n").split(", ")
+    assert sorted(listed) == sorted(p.name for p in run.iterdir() if p.is_file())
+    assert {"summary.json", "study.db", "best.onnx", "report.md"} <= set(listed)
+    assert not (run / "tmp").exists()  # no empty leftovers
+    html = (run / "pareto.html").read_text()
+    assert 'src="https://cdn.plot.ly' not in html and len(html) > 1_000_000  # works offline
+    assert oct((run / "best.onnx").stat().st_mode & 0o777) == oct(0o666 & ~_umask())
     summary = json.loads((run / "summary.json").read_text())
     best = summary["best"]
     assert best["remeasured"]["ci_high_ms"] <= 50
@@ -67,6 +75,7 @@ def test_end_to_end_on_onnx_runtime(tmp_path, tiny_space, capsys):
         (["--budget-ms", "2", "--space", "missing.yaml"], "error: cannot read search space"),
         (["--budget-ms", "2", "--target", "trt"], "error: target trt unavailable"),
         (["--budget-ms", "2", "--storage", "nonsense"], "error: --storage 'nonsense'"),
+        (["--budget-ms", "2", "--storage", "foo://bar"], "error: --storage foo://bar"),
     ],
 )
 def test_bad_input_exits_2(argv, message, capsys, tmp_path):
@@ -79,9 +88,21 @@ def test_bad_input_exits_2(argv, message, capsys, tmp_path):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith(message) and err.count("\n") == 1
+    assert not (tmp_path / "x").exists()  # nothing created for a run that never started
 
 
-def test_infeasible_budget_exits_1_with_the_fastest(tmp_path, tiny_space, capsys, fake_target):
+def test_an_unwritable_out_is_refused_before_searching(tmp_path, tiny_space, capsys):
+    (tmp_path / "file").write_text("not a folder")
+    argv = _argv(tmp_path, tiny_space, "--trials", "3")
+    argv[argv.index("--out") + 1] = str(tmp_path / "file" / "run")
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --out ") and "cannot write there" in err
+    assert err.count("\n") == 1
+
+
+def test_an_impossible_budget_stops_at_once(tmp_path, tiny_space, capsys, fake_target):
+    """The smallest config of the space is measured first; if even it is over, stop."""
     code = main(
         [
             "--budget-ms",
@@ -96,56 +117,48 @@ def test_infeasible_budget_exits_1_with_the_fastest(tmp_path, tiny_space, capsys
             str(tmp_path / "run"),
             "--no-progress",
             "--trials",
-            "3",
+            "30",
         ]
     )
     assert code == 1
     err = capsys.readouterr().err
-    assert "no configuration fits 0.001 ms on ort-cpu; fastest measured:" in err
-    assert (tmp_path / "run" / "report.md").is_file()
+    assert err.startswith("error: no configuration fits 0.001 ms on ort-cpu: the smallest")
+    assert len(fake_target.calls) == 1  # one measurement, not a search
 
 
-def test_killed_worker_loses_no_finished_trial(tmp_path, tiny_space):
+@pytest.mark.parametrize("kind", ["journal", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_killed_worker_loses_no_finished_trial(kind, tmp_path, tiny_space, request):
     """kill -9 mid-search, then the same command resumes: finished trials are kept, the
     trial that was running is failed and re-queued, nothing stays RUNNING."""
+    if kind == "postgres":
+        url, name = request.getfixturevalue("postgres_url"), f"k-{tmp_path.name}"
+    else:
+        url, name = f"journal://{tmp_path / 'study.log'}", "k"
     cmd = [
         sys.executable,
         "-m",
         "search",
-        *_argv(
-            tmp_path,
-            tiny_space,
-            "--trials",
-            "12",
-            "--storage",
-            f"journal://{tmp_path / 'study.log'}",
-            "--study",
-            "k",
-        ),
+        *_argv(tmp_path, tiny_space, "--trials", "12", "--storage", url, "--study", name),
     ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    from search.study import make_storage
+    from search.storage import make_storage
 
-    url = f"journal://{tmp_path / 'study.log'}"
     finished: set[int] = set()
     deadline = time.time() + 180
     while time.time() < deadline and len(finished) < 3:
         time.sleep(0.3)
-        if (tmp_path / "study.log").exists():
-            try:
-                study = optuna.load_study(study_name="k", storage=make_storage(url))
-            except KeyError:  # the study is not created yet
-                continue
-            finished = {t.number for t in study.get_trials(states=(TrialState.COMPLETE,))}
+        try:
+            study = optuna.load_study(study_name=name, storage=make_storage(url))
+        except (KeyError, ValueError):  # the study (or its log file) is not created yet
+            continue
+        finished = {t.number for t in study.get_trials(states=(TrialState.COMPLETE,))}
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    before = optuna.load_study(study_name="k", storage=make_storage(url))
+    before = optuna.load_study(study_name=name, storage=make_storage(url))
     finished = {t.number for t in before.get_trials(states=(TrialState.COMPLETE,))}
     assert len(finished) >= 3
     assert subprocess.run(cmd, capture_output=True, timeout=300).returncode == 0
-    after = optuna.load_study(
-        study_name="k", storage=make_storage(f"journal://{tmp_path / 'study.log'}")
-    )
+    after = optuna.load_study(study_name=name, storage=make_storage(url))
     complete = after.get_trials(states=(TrialState.COMPLETE,))
     assert finished <= {t.number for t in complete} and len(complete) >= 12
     assert not after.get_trials(states=(TrialState.RUNNING,))

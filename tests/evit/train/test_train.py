@@ -192,3 +192,29 @@ def test_eval_of_a_timm_checkpoint_at_another_resolution(shapes, tmp_path, capsy
     assert main([*argv, "--data", str(shapes), "--img-size", "64", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["img_size"] == 64 and result["images"] == 32
+
+
+def test_out_of_gpu_memory_is_a_hint_at_the_batch_size(shapes, tiny_yaml, tmp_path, monkeypatch):
+    import evit.train.loop as loop
+
+    def oom(*args, **kwargs):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(loop, "optimization_step", oom)
+    with pytest.raises(
+        loop.TrainError, match="out of GPU memory at --batch-size 16; try --batch-size 8"
+    ):
+        train(TrainOptions(tiny_yaml, shapes, tmp_path / "run", FAST, progress=False))
+    assert not (tmp_path / "run" / "last.pth").exists()
+
+
+def test_a_named_variant_with_trained_weights_builds_the_trained_shape(shapes, tmp_path):
+    result = train(
+        TrainOptions(
+            "m0", shapes, tmp_path / "m0", FAST.replace(epochs=1, img_size=32), progress=False
+        )
+    )
+    model = evit.create_model("m0", weights=result.checkpoint)  # as `edge export m0 --weights`
+    assert (model.config.img_size, model.config.num_classes) == (32, 4)
+    with pytest.raises(ValueError, match="whose architecture differs from 'efficientvit_m1'"):
+        evit.create_model("m1", weights=result.checkpoint)

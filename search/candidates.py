@@ -1,0 +1,30 @@
+"""A measured architecture: the record the selection, the report and the CLI share."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from edge.latency import LatencyResult, Ratio
+from evit.config import ModelConfig
+
+
+@dataclass
+class Candidate:
+    """A measured architecture with everything the report needs."""
+
+    config: ModelConfig
+    objective: float
+    latency: LatencyResult
+    params: int
+    macs: int
+    trial: int | None = None
+    reference: str | None = None
+    remeasured: LatencyResult | None = None
+    vs_first: Ratio | None = None  # re-measured latency / the first re-measured model's (M0)
+    slot: int | None = None  # its index in the final interleaved run (for paired ratios)
+
+    @property
+    def fits_ms(self) -> float:
+        """Latency used for the budget check: upper end of the re-measured median's CI."""
+        r = self.remeasured or self.latency
+        return r.ci_high_ms

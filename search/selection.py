@@ -1,0 +1,94 @@
+"""Which candidates to re-measure, and which ones to pick.
+
+One rule decides every pick: a candidate is within a bound when the upper end of the 95 %
+confidence interval of its comparison with that bound is within it. Against a budget in
+milliseconds the comparison is its re-measured median latency; against a reference model
+(the family's S_i vs M_i) it is the paired ratio of the two, measured side by side in the same
+interleaved rounds, so that a difference smaller than the noise never decides a pick.
+"""
+
+from __future__ import annotations
+
+from edge.latency import InterleavedResult
+from search.candidates import Candidate
+
+FALLBACK_MARGIN = 0.85  # re-measure a few candidates this far under the budget too
+
+
+def pareto_front(cands: list[Candidate]) -> list[Candidate]:
+    """Non-dominated candidates (objective up, first-measured latency down)."""
+    front = []
+    for c in cands:
+        dominated = any(
+            o.objective >= c.objective
+            and o.latency.median_ms <= c.latency.median_ms
+            and (o.objective > c.objective or o.latency.median_ms < c.latency.median_ms)
+            for o in cands
+        )
+        if not dominated:
+            front.append(c)
+    return sorted(front, key=lambda c: c.latency.median_ms)
+
+
+def choose_remeasure(
+    cands: list[Candidate],
+    budget_ms: float,
+    limit: int,
+    family_latencies: list[float] | None = None,
+) -> list[Candidate]:
+    """Pareto candidates worth re-measuring: the best few within the budget, plus the best few
+    with a 15 % margin (a first measurement of a winner is optimistic, so the top ones may not
+    fit when re-measured); in family mode, the best three under each reference latency."""
+    searched = [c for c in cands if c.reference is None]
+    front = pareto_front(searched)
+    feasible = [c for c in front if c.latency.median_ms <= budget_ms]
+    by_objective = sorted(feasible, key=lambda c: -c.objective)
+    chosen = by_objective[:limit]
+    fallbacks = [c for c in by_objective if c.latency.median_ms <= FALLBACK_MARGIN * budget_ms]
+    for c in fallbacks[: max(1, limit // 3)]:
+        if c not in chosen:
+            chosen.append(c)
+    if not chosen and searched:  # nothing fits: re-measure the fastest to report it honestly
+        chosen = sorted(searched, key=lambda c: c.latency.median_ms)[:1]
+    for lat in family_latencies or []:
+        under = sorted((c for c in front if c.latency.median_ms <= lat), key=lambda c: -c.objective)
+        for c in under[:3]:
+            if c not in chosen:
+                chosen.append(c)
+    return chosen
+
+
+def within_budget(c: Candidate, budget_ms: float) -> bool:
+    """The upper end of the re-measured median's 95 % CI is within the budget."""
+    return c.remeasured is not None and c.remeasured.ci_high_ms <= budget_ms
+
+
+def within_reference(c: Candidate, ref: Candidate, run: InterleavedResult) -> bool:
+    """The upper end of the 95 % CI of the paired ratio c / ref is at most 1."""
+    if c.slot is None or ref.slot is None:
+        return False
+    return run.ratio(c.slot, ref.slot).ci_high <= 1.0
+
+
+def pick_best(chosen: list[Candidate], budget_ms: float) -> Candidate | None:
+    """The highest objective among the candidates within the budget."""
+    fits = [c for c in chosen if within_budget(c, budget_ms)]
+    return max(fits, key=lambda c: c.objective) if fits else None
+
+
+def pick_family(
+    chosen: list[Candidate], references: list[Candidate], run: InterleavedResult | None
+) -> list[tuple[Candidate, Candidate]]:
+    """S_i for each M_i: the highest objective within M_i's latency, distinct where possible."""
+    family: list[tuple[Candidate, Candidate]] = []
+    if run is None:
+        return family
+    used: set[str] = set()
+    for ref in references:
+        under = [c for c in chosen if within_reference(c, ref, run)]
+        fresh = [c for c in under if c.config.architecture_hash() not in used]
+        if fresh or under:  # six distinct configs where the front allows it
+            pick = max(fresh or under, key=lambda c: c.objective)
+            used.add(pick.config.architecture_hash())
+            family.append((ref, pick))
+    return family

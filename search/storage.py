@@ -1,0 +1,116 @@
+"""Where a study lives: Optuna storages, worker identity, and dead workers' trials.
+
+``sqlite:///…``, ``postgresql://…``, ``mysql://…`` (RDB, with heartbeats so a killed worker's
+trial is failed and retried on any host), or ``journal:///path`` (JournalStorage: several
+processes on one machine). Passwords in URLs never reach messages or reports
+(:func:`redact_url`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import re
+import socket
+import time
+import warnings
+from pathlib import Path
+
+import optuna
+from optuna.trial import TrialState
+
+log = logging.getLogger(__name__)
+
+
+def redact_url(url: str) -> str:
+    """``postgresql://user:secret@host/db`` -> ``postgresql://user:***@host/db``."""
+    return re.sub(r"(://[^:/@]*):[^@/]*@", r"\1:***@", url)
+
+
+def make_storage(url: str) -> optuna.storages.BaseStorage:
+    """Open the storage a URL names (see the module docstring); bad URLs raise ValueError."""
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    if url.startswith("journal:") or url.endswith((".log", ".journal")):
+        from optuna.storages.journal import JournalFileBackend
+
+        path = url.removeprefix("journal://").removeprefix("journal:")
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        return optuna.storages.JournalStorage(JournalFileBackend(path))
+    if "://" not in url:
+        raise ValueError(
+            f"--storage {redact_url(url)!r}: give an RDB URL (sqlite:///study.db, "
+            "postgresql://user@host/db) or journal:///path/study.log"
+        )
+    engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None
+    try:
+        for attempt in range(3):
+            try:
+                return optuna.storages.RDBStorage(
+                    url,
+                    engine_kwargs=engine_kwargs,
+                    heartbeat_interval=10,
+                    grace_period=40,
+                    heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
+                        max_retry=1
+                    ),
+                )
+            except ImportError:
+                raise
+            except Exception as e:
+                # two workers starting on an empty database race to create its tables; the
+                # loser finds them made on the next attempt
+                if attempt == 2 or (
+                    "already exists" not in str(e) and "duplicate key" not in str(e)
+                ):
+                    raise
+                time.sleep(0.5 + random.random())
+        raise AssertionError("unreachable")
+    except ImportError as e:
+        raise ValueError(
+            f"--storage {redact_url(url)}: database driver missing ({e}); for PostgreSQL "
+            "pip install '.[postgres]'"
+        ) from None
+    except Exception as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ValueError(
+            f"--storage {redact_url(url)}: cannot open ({redact_url(first)[:200]})"
+        ) from None
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def reap_dead_workers(study: optuna.Study) -> int:
+    """Fail RUNNING trials whose worker process on this host is gone, and queue them again.
+
+    RDB storages also do this through heartbeats (any host); this covers JournalStorage and
+    makes a restart after ``kill -9`` immediate.
+    """
+    host = socket.gethostname()
+    reaped = 0
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        worker = trial.user_attrs.get("worker", "")
+        name, _, pid = worker.rpartition(":")
+        if name != host or not pid.isdigit() or pid_alive(int(pid)):
+            continue
+        study.tell(trial.number, state=TrialState.FAIL)
+        log.warning("trial %d failed: its worker %s is gone", trial.number, worker)
+        study.enqueue_trial(
+            trial.params, user_attrs={k: v for k, v in trial.user_attrs.items() if k == "reference"}
+        )
+        reaped += 1
+    if reaped:
+        log.warning("failed and re-queued %d trial(s) left running by a dead worker", reaped)
+    return reaped

@@ -1,0 +1,78 @@
+"""One pick rule: the upper end of the 95 % CI of the comparison with the bound."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edge.latency import InterleavedResult, LatencyResult
+from evit.config import load_config
+from search.candidates import Candidate
+from search.selection import pick_best, pick_family, within_reference
+
+
+def _latency(name: str, samples: list[float]) -> LatencyResult:
+    return LatencyResult.from_samples(
+        samples,
+        model=name,
+        runtime="f",
+        device="cpu",
+        batch=1,
+        threads=1,
+        converged=True,
+        target_rel_ci=0.02,
+    )
+
+
+def _run(
+    rounds: dict[str, list[float]], samples: dict[str, list[float]] | None = None
+) -> tuple[InterleavedResult, list[Candidate]]:
+    """Candidates re-measured in one interleaved run: per-round block medians, and the pooled
+    samples each model's median comes from (by default the block medians themselves)."""
+    names = list(rounds)
+    samples = samples or rounds
+    results = [_latency(n, samples[n]) for n in names]
+    run = InterleavedResult(
+        results=results,
+        ratios=[],
+        rounds=len(rounds[names[0]]),
+        block_seconds=0.1,
+        block_medians=[list(r) for r in rounds.values()],
+    )
+    configs = ["m0", "m1", "m2", "m3"]
+    cands = [
+        Candidate(
+            config=load_config(configs[i]).replace(name=n),
+            objective=float(i),
+            latency=results[i],
+            params=0,
+            macs=0,
+            reference=n if n.startswith("M") else None,
+            remeasured=results[i],
+            slot=i,
+        )
+        for i, n in enumerate(names)
+    ]
+    return run, cands
+
+
+def test_a_pick_is_decided_by_the_paired_ratio_not_by_medians_within_noise():
+    rng = np.random.default_rng(0)
+    m = 2.0 * (1 + 0.8 * rng.random(15))  # the machine's speed changes from round to round
+    a = m * rng.choice([0.9, 1.04], size=15)  # as often slower as faster than M
+    b = m * 0.95  # faster than M in every round
+    # pooled samples: A's happen to sit low, B's fell in slow phases and sit high
+    samples = {"M": list(m), "A": list(a * 0.9), "B": list(b * 1.2)}
+    run, (ref, cand_a, cand_b) = _run({"M": list(m), "A": list(a), "B": list(b)}, samples)
+    assert cand_a.remeasured.median_ms < ref.remeasured.median_ms  # medians would pick A...
+    assert cand_b.remeasured.median_ms > ref.remeasured.median_ms  # ...and reject B
+    assert not within_reference(cand_a, ref, run)
+    assert within_reference(cand_b, ref, run)
+    assert pick_family([cand_a, cand_b], [ref], run) == [(ref, cand_b)]
+
+
+def test_best_pick_uses_the_upper_end_of_the_ci():
+    run, (_, a, b, c) = _run(
+        {"M": [1.0] * 12, "A": [1.9, 2.1] * 6, "B": [1.5] * 12, "C": [3.0] * 12}
+    )
+    assert pick_best([a, b, c], budget_ms=2.0) is b  # A's median is 2.0 but its CI reaches 2.1
+    assert pick_best([a, b, c], budget_ms=1.0) is None
