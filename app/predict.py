@@ -1,77 +1,148 @@
-"""Frame -> top-k predictions with an exported model, for the demo and for scripts.
+"""Image -> top-k predictions with an exported model, for the demo, its API and scripts.
 
-The ONNX file's own metadata (written by ``edge export``) says the input size, normalization
-and class names, so nothing here is hard-coded to ImageNet.
+Torch-free on the ONNX Runtime path: the file's own metadata (written by ``edge export``) gives
+the input size, normalization and class names, and ``app.preprocess`` prepares the image
+exactly as ``evit eval`` prepares a validation image.
+
+Two times are kept apart: the *model* time of a frame is one timed inference on the prepared
+input, measured as ``python -m edge bench`` measures a run; the *end-to-end* time also counts
+decoding, preprocessing and ranking, and frames per second come from the intervals between
+frames. Rolling medians and 90th percentiles cover the last ``window`` frames.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 import time
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
-from edge.export import read_metadata
-from edge.runtimes import OrtRuntime
+from app.models import ModelChoice, ModelInfo, choices_for, open_model, softmax
+from app.preprocess import load_image, to_input
 
 
 @dataclass(frozen=True)
 class Prediction:
-    labels: dict[str, float]  # top-k class name -> probability
-    latency_ms: float  # model time for this frame (preprocessing excluded)
+    labels: dict[str, float]  # top-k class name -> probability, best first
+    model_ms: float  # the model's own time for this frame
+    end_to_end_ms: float  # decode + preprocess + model + ranking
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "labels": list(self.labels),
+            "probabilities": list(self.labels.values()),
+            "model_ms": self.model_ms,
+            "end_to_end_ms": self.end_to_end_ms,
+        }
 
 
-def center_crop_resize(frame: np.ndarray, size: int) -> np.ndarray:
-    """(H, W, 3) uint8 -> (size, size, 3) uint8: centre square crop, then bilinear resize."""
-    from PIL import Image
+@dataclass
+class RollingStats:
+    """Rolling p50/p90 of model and end-to-end times, and frames per second."""
 
-    if frame.ndim != 3 or frame.shape[2] not in (3, 4):
-        raise ValueError(f"expected an (H, W, 3) RGB frame, got shape {frame.shape}")
-    h, w = frame.shape[:2]
-    side = min(h, w)
-    top, left = (h - side) // 2, (w - side) // 2
-    square = np.ascontiguousarray(frame[top : top + side, left : left + side, :3])
-    return np.asarray(Image.fromarray(square).resize((size, size), Image.BILINEAR))
+    window: int = 100
+    model_ms: deque = field(default_factory=deque)
+    end_to_end_ms: deque = field(default_factory=deque)
+    arrivals: deque = field(default_factory=deque)
+
+    def add(self, p: Prediction, arrived: float) -> None:
+        for values, value in (
+            (self.model_ms, p.model_ms),
+            (self.end_to_end_ms, p.end_to_end_ms),
+            (self.arrivals, arrived),
+        ):
+            values.append(value)
+            if len(values) > self.window:
+                values.popleft()
+
+    def fps(self) -> float | None:
+        if len(self.arrivals) < 2:
+            return None
+        span = self.arrivals[-1] - self.arrivals[0]
+        return (len(self.arrivals) - 1) / span if span > 0 else None
+
+    def summary(self) -> str:
+        if not self.model_ms:
+            return "no frame yet"
+        m = np.percentile(self.model_ms, [50, 90])
+        e = np.percentile(self.end_to_end_ms, [50, 90])
+        fps = self.fps()
+        rate = f"{fps:.1f} frames/s, " if fps is not None else ""
+        return (
+            f"model {self.model_ms[-1]:.2f} ms (p50 {m[0]:.2f}, p90 {m[1]:.2f}) · "
+            f"end to end {rate}p50 {e[0]:.1f} ms, p90 {e[1]:.1f} ms "
+            f"over {len(self.model_ms)} frames"
+        )
 
 
 class Classifier:
-    """An exported model ready for frames.
+    """One model behind one runtime session, shared by every caller (calls are serialized).
 
     Args:
-        path: ``.onnx`` written by ``python -m edge export`` (batch 1 or dynamic).
-        threads: ONNX Runtime threads; spinning is off, so an idle session does not starve the
-            web server sharing the CPU.
-        top_k: number of labels returned.
+        choice: what to run (see ``app.models``).
+        runtime: ``ort`` (default), ``torch`` or ``trt``.
+        threads: CPU threads of the runtime (ONNX Runtime spinning is off, so an idle session
+            does not starve the web server sharing the CPU).
+        top_k: labels returned.
     """
 
-    def __init__(self, path: str | os.PathLike, threads: int | None = None, top_k: int = 5) -> None:
-        meta = read_metadata(path)
-        channels, size, _ = meta["input_size"]
-        if channels != 3:
-            raise ValueError(
-                f"{path}: the demo needs an RGB model, this one takes {channels} channels"
-            )
-        self.size = size
-        self.mean = np.asarray(meta["mean"], np.float32)[:, None, None]
-        self.std = np.asarray(meta["std"], np.float32)[:, None, None]
-        self.runtime = OrtRuntime(path, batch=1, threads=threads, spinning=False)
-        self.class_names = meta.get("class_names")
-        self.top_k = top_k
-        self.name = meta["config"].name if "config" in meta else str(path)
+    def __init__(
+        self,
+        choice: ModelChoice,
+        runtime: str = "ort",
+        threads: int | None = None,
+        top_k: int = 5,
+    ) -> None:
+        self.choice, self.runtime_name, self.threads, self.top_k = choice, runtime, threads, top_k
+        self.runtime, self.info = open_model(choice, runtime, threads)
+        self.lock = threading.Lock()
+        self.stats = RollingStats()
 
-    def preprocess(self, frame: np.ndarray) -> np.ndarray:
-        image = center_crop_resize(frame, self.size).astype(np.float32) / 255.0
-        chw = (image.transpose(2, 0, 1) - self.mean) / self.std
-        return chw[None].astype(np.float32)  # (1, 3, S, S)
+    @classmethod
+    def from_file(cls, path: str | os.PathLike, threads: int | None = None, top_k: int = 5):
+        """A classifier on an exported ``.onnx`` file (ONNX Runtime)."""
+        return cls(choices_for(str(path))[0], "ort", threads, top_k)
 
-    def __call__(self, frame: np.ndarray) -> Prediction:
-        x = self.preprocess(frame)
-        start = time.perf_counter()
-        logits = self.runtime(x)[0].astype(np.float64)
-        latency = (time.perf_counter() - start) * 1e3
-        probs = np.exp(logits - logits.max())
-        probs /= probs.sum()
+    @property
+    def name(self) -> str:
+        return self.info.name
+
+    @property
+    def size(self) -> int:
+        return self.info.input_size
+
+    def preprocess(self, image: Any) -> np.ndarray:
+        return to_input(load_image(image), self.info.input_size, self.info.mean, self.info.std)
+
+    def __call__(self, image: Any) -> Prediction:
+        """Classify one image (path, bytes, PIL image or RGB array); raises ``ImageError``."""
+        arrived = time.perf_counter()
+        x = self.preprocess(image)
+        with self.lock:  # one session, one inference at a time
+            self.runtime.set_input(x)
+            model_ms, logits = self.runtime.timed_output()  # as `edge bench` times a run
+        logits = np.asarray(logits).reshape(-1)
+        probs = softmax(logits)
         top = np.argsort(-probs)[: self.top_k]
-        names = self.class_names or [f"class {i}" for i in range(len(probs))]
-        return Prediction({names[i]: float(probs[i]) for i in top}, latency)
+        names = self.info.class_names
+        labels = {(names[i] if i < len(names) else f"class {i}"): float(probs[i]) for i in top}
+        result = Prediction(labels, model_ms, (time.perf_counter() - arrived) * 1e3)
+        self.stats.add(result, arrived)
+        return result
+
+    def close(self) -> None:
+        self.runtime.close()
+
+
+def describe(info: ModelInfo, runtime: str) -> str:
+    """One Markdown line: name, size, cost, runtime and where the weights came from."""
+    params = f"{info.params / 1e6:.2f} M params, " if info.params is not None else ""
+    macs = f"{info.macs / 1e6:.0f} M MACs, " if info.macs is not None else ""
+    return (
+        f"**{info.name}** · {info.input_size} px · {params}{macs}{len(info.class_names)} "
+        f"classes · runtime {runtime} · weights: {info.weights}"
+    )

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import random
+import shutil
 
 import optuna
 from optuna.trial import TrialState
@@ -26,6 +27,7 @@ from search.study import SearchOptions, SearchRun, run_search
 def one_margin(margin: float, args: argparse.Namespace) -> dict:
     search.prefilter.DOMINANCE_MARGIN = margin
     out = RESULTS / f"prefilter-{margin:g}"
+    shutil.rmtree(out, ignore_errors=True)  # a fresh study, not a resumed one
     opts = SearchOptions(
         budget_ms=args.budget_ms, target="ort-cpu", timeout=args.timeout, out=out, seed=args.seed
     )

@@ -5,7 +5,7 @@
 Each "worker" is a process that alternates what a search worker does: heavy work that is not a
 measurement (an ONNX export of a random config, holding the device lock shared), then a
 measurement of M0 (``measure_latency``, holding the lock exclusively). Phases, in this order,
-repeated twice so that a slow phase of the VM shows up as a disagreement between repeats:
+repeated three times so that a slow phase of the VM shows up as a disagreement between repeats:
 
 - ``single``: one worker alone;
 - ``two, locked``: two workers at once, with the lock (what the search does);
@@ -30,7 +30,7 @@ from benchmarks.common import save
 from edge.latency import median_ci
 
 
-def _worker(onnx: str, n: int, threads: int, locked: bool, seed: int, queue) -> None:
+def _worker(onnx: str, n: int, threads: int, locked: bool, seed: int, queue, barrier) -> None:
     import evit
     from edge.devicelock import device_key, device_lock
     from edge.export import export_onnx
@@ -45,6 +45,7 @@ def _worker(onnx: str, n: int, threads: int, locked: bool, seed: int, queue) -> 
         return device_lock(key, exclusive=exclusive) if locked else contextlib.nullcontext()
 
     medians = []
+    barrier.wait()  # start together, after the imports (start-up is not what is measured)
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(n):
             with hold(False):  # a worker's export of its next candidate
@@ -68,8 +69,9 @@ class _RandomTrial:
 def _phase(onnx: str, workers: int, n: int, threads: int, locked: bool) -> list[float]:
     ctx = multiprocessing.get_context("spawn")
     queue = ctx.Queue()
+    barrier = ctx.Barrier(workers)
     procs = [
-        ctx.Process(target=_worker, args=(onnx, n, threads, locked, seed, queue))
+        ctx.Process(target=_worker, args=(onnx, n, threads, locked, seed, queue, barrier))
         for seed in range(workers)
     ]
     for p in procs:
@@ -94,7 +96,7 @@ def main() -> None:
         onnx = str(Path(tmp) / "m0.onnx")
         export_onnx(live_copy(evit.create_model("m0")), onnx)
         rows = []
-        for repeat in range(2):
+        for repeat in range(3):
             for name, workers, locked in (
                 ("single", 1, True),
                 ("two, locked", 2, True),

@@ -45,6 +45,12 @@ class Runtime(abc.ABC):
         self._infer()
         return (time.perf_counter() - start) * 1e3, None
 
+    def timed_output(self) -> tuple[float, np.ndarray]:
+        """One timed inference on the prepared input: (host ms, output), timed as a run of
+        ``python -m edge bench`` is (the copy-out of the output is not counted)."""
+        host_ms, _ = self.timed()
+        return host_ms, self._output()
+
     def close(self) -> None:
         """Release the session (GPU memory, threads)."""
 

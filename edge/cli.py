@@ -17,8 +17,9 @@ import sys
 from typing import Any
 
 from edge.devicelock import device_key, device_lock
-from edge.export import DEFAULT_OPSET, VerificationError, export_onnx, read_metadata
+from edge.export import DEFAULT_OPSET, VerificationError, export_onnx
 from edge.latency import LatencyResult, measure_interleaved, measure_latency
+from edge.onnxfile import read_metadata
 from edge.runtimes import DEVICES, RUNTIMES
 from edge.tensorrt import TensorRTUnavailable
 from evit.files import check_writable

@@ -29,14 +29,18 @@ import onnx
 import torch
 
 import evit
+from edge.onnxfile import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    INPUT_NAME,
+    OUTPUT_NAME,
+    set_metadata,
+)
 from evit.config import ModelConfig
 from evit.files import atomic_path
 
 log = logging.getLogger(__name__)
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-INPUT_NAME, OUTPUT_NAME = "image", "logits"
 DEFAULT_OPSET = 17
 RTOL = 1e-3  # fp32 export vs eager, relative to the output's max magnitude
 RTOL_FP16 = 2e-2
@@ -98,55 +102,13 @@ def build_metadata(
         "evit.precision": precision,
         "evit.architecture_hash": config.architecture_hash(),
     }
+    costs = evit.model_costs(config)
+    meta["evit.params"], meta["evit.macs"] = str(costs.params), str(costs.macs)
     if class_names is not None:
         meta["evit.class_names"] = json.dumps(class_names)
     if verification is not None:
         meta["evit.verification"] = json.dumps(asdict(verification))
     return meta
-
-
-def set_metadata(model_proto: onnx.ModelProto, meta: dict[str, str]) -> None:
-    existing = {p.key: p for p in model_proto.metadata_props}
-    for key, value in meta.items():
-        if key in existing:
-            existing[key].value = value
-        else:
-            model_proto.metadata_props.add(key=key, value=value)
-
-
-def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
-    """Metadata of an exported file, decoded (config as a :class:`ModelConfig`)."""
-    model_proto = load_onnx(path, load_weights=False)
-    raw = {p.key: p.value for p in model_proto.metadata_props}
-    out: dict[str, Any] = {
-        k.removeprefix("evit."): v for k, v in raw.items() if k.startswith("evit.")
-    }
-    for key in ("input_size", "mean", "std", "class_names", "verification"):
-        if key in out and out[key] != "skipped":
-            out[key] = json.loads(out[key])
-    if "config" in out:
-        import yaml
-
-        out["config"] = ModelConfig.from_dict(
-            yaml.safe_load(out["config"]), source=f"{path} metadata"
-        ).validate()
-    out["opset"] = next(
-        (o.version for o in model_proto.opset_import if o.domain in ("", "ai.onnx")), None
-    )
-    out["nodes"] = len(model_proto.graph.node)
-    return out
-
-
-def load_onnx(path: str | os.PathLike, load_weights: bool = True) -> onnx.ModelProto:
-    """Read an ONNX file; a missing or corrupt file raises a one-line ``ValueError``."""
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"ONNX file not found: {path}")
-    try:
-        return onnx.load(str(path), load_external_data=load_weights)
-    except Exception as e:
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise ValueError(f"{path} is not a readable ONNX model: {first[:200]}") from None
 
 
 def ort_session(model: str | os.PathLike | bytes, threads: int = 1) -> Any:
@@ -212,6 +174,19 @@ def torchscript_export(
             dynamo=False,
         )
         return onnx.load(str(path))
+
+
+def _weights_provenance(net: evit.EfficientViT, source: Any) -> str:
+    """Where the file's weights came from, in words (the app shows it; ``random`` first when
+    the predictions mean nothing)."""
+    from evit.live import dead_branches
+    from evit.weights import is_checkpoint_path
+
+    if is_checkpoint_path(source):
+        return f"checkpoint {Path(source).name}"
+    if dead_branches(net):
+        return "random (a fresh initialization: the predictions are meaningless)"
+    return "an in-memory model (not loaded from a checkpoint file)"
 
 
 def _checkpoint_class_names(source: Any) -> list[str] | None:
@@ -321,6 +296,7 @@ def export_onnx(
         net = evit.create_model(model, weights=weights)
     if class_names is None:
         class_names = _checkpoint_class_names(weights if weights is not None else model)
+    provenance = _weights_provenance(net, weights if weights is not None else model)
     config = net.config
     deployed = evit.fuse(net.eval())
     proto = torchscript_export(deployed, config, batch, opset)
@@ -328,6 +304,7 @@ def export_onnx(
 
     if not verify:
         set_metadata(proto, build_metadata(config, "fp32", batch, class_names))
+        set_metadata(proto, {"evit.weights": provenance})
         set_metadata(proto, {"evit.verification": "skipped"})
         _atomic_save(proto, out)
         return ExportResult(
@@ -362,6 +339,7 @@ def export_onnx(
         verification = compare_outputs(half_out, fp32_out, FP16_REFERENCE, RTOL_FP16, exercised)
         precision = "mixed-fp16"
     set_metadata(proto, build_metadata(config, precision, batch, class_names, verification))
+    set_metadata(proto, {"evit.weights": provenance})
     if not verification.passed:
         bad = out.with_suffix(".unverified.onnx")
         _atomic_save(proto, bad)  # the destination, if it exists, is left as it was

@@ -62,7 +62,7 @@ class OrtRuntime(Runtime):
     ) -> None:
         import onnxruntime as ort
 
-        from edge.export import load_onnx
+        from edge.onnxfile import load_onnx
 
         if optimization not in self.OPTIMIZATION:
             raise ValueError(

@@ -178,7 +178,7 @@ def build_engine(
         batch: optimal batch of a dynamic-batch profile.
         max_batch: largest batch of a dynamic-batch profile (default ``batch``).
     """
-    from edge.export import load_onnx, read_metadata
+    from edge.onnxfile import load_onnx, read_metadata
 
     if workspace_mb < 1:
         raise ValueError(f"workspace_mb={workspace_mb}: must be >= 1")

@@ -229,7 +229,20 @@ class SearchRun:
                 attrs["activation_bytes"],
                 attrs["blocks"],
                 attrs["latency_median_ms"],
+                self.space.config_from_params(trial.params),
             )
+
+    def _prefilter(self, macs: int, act: int, config: ModelConfig) -> tuple[str, float] | None:
+        """The pre-filter's verdict; a dominator seen slow only once is measured again first."""
+        blocks = _blocks(config)
+        skip = self.prefilter.check(macs, act, blocks)
+        while skip is None and (slow := self.prefilter.unconfirmed(macs, act, blocks)):
+            with device_lock(self.target.device_key):
+                again = self.target.measure(slow.config)
+            self.stats["confirmations"] = self.stats.get("confirmations", 0) + 1
+            self.prefilter.confirm(slow, again.median_ms)
+            skip = self.prefilter.check(macs, act, blocks)
+        return skip
 
     def _measured_before(self, study: optuna.Study, arch: str) -> LatencyResult | None:
         """A measurement of ``arch`` on this device: this folder's log, or any trial's."""
@@ -254,10 +267,13 @@ class SearchRun:
         result = self.log.get(arch)
         if result is None:
             with device_lock(self.target.device_key) as held:
-                result = self.target.measure(smallest)
-                self.log.append(
-                    arch, result, "search", {"held_from": held.start, "held_to": time.time()}
-                )
+                self.log.refresh()  # another worker may have measured it meanwhile
+                result = self.log.get(arch)
+                if result is None:
+                    result = self.target.measure(smallest)
+                    self.log.append(
+                        arch, result, "search", {"held_from": held.start, "held_to": time.time()}
+                    )
         if result.ci_low_ms > self.opts.budget_ms:
             raise NothingFits(
                 f"no configuration fits {self.opts.budget_ms:g} ms on {self.target.name}: the "
@@ -298,11 +314,7 @@ class SearchRun:
         }.items():
             trial.set_user_attr(key, value)
         reference = trial.user_attrs.get("reference")  # references are always measured
-        skip = (
-            None
-            if reference
-            else self.prefilter.check(costs.macs, costs.activation_bytes, _blocks(config))
-        )
+        skip = None if reference else self._prefilter(costs.macs, costs.activation_bytes, config)
         if skip is not None:
             reason, bound = skip
             self.stats["prefiltered"] += 1
@@ -326,7 +338,9 @@ class SearchRun:
                     )
                     self.timings.append(timings)
         self.stats[source] += 1
-        self.prefilter.record(costs.macs, costs.activation_bytes, _blocks(config), result.median_ms)
+        self.prefilter.record(
+            costs.macs, costs.activation_bytes, _blocks(config), result.median_ms, config
+        )
         for key, value in {
             "latency_source": source,
             "latency_median_ms": result.median_ms,

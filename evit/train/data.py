@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 from torch.utils.data import Dataset
 
 log = logging.getLogger(__name__)
@@ -251,7 +251,7 @@ class ImageDataset(Dataset):
         path, label = self.samples[index]
         try:
             with Image.open(path) as image:
-                image = image.convert("RGB")
+                image = ImageOps.exif_transpose(image).convert("RGB")  # as a camera shows it
         except Exception as e:  # PIL raises many types for truncated or foreign files
             return None, path, f"{type(e).__name__}: {str(e)[:120]}"
         s = sample_seed(self.seed, self.epoch, index)

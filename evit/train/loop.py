@@ -49,7 +49,7 @@ from evit.train.data import (
 from evit.train.distributed import DistInfo, all_reduce_sum, barrier, setup, teardown
 from evit.train.evaluate import EvalResult, eval_loader, evaluate
 from evit.train.recipe import Recipe
-from evit.weights import load_state_dict_file, save_checkpoint
+from evit.weights import load_state_dict_file, read_checkpoint_meta, save_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -149,9 +149,12 @@ class _Run:
         self.out = Path(options.out)
         if options.threads:
             torch.set_num_threads(options.threads)
-        self.data = resolve_data(
-            options.data, options.val, options.val_fraction, options.recipe.seed
-        )
+        seed, fraction = options.recipe.seed, options.val_fraction
+        if options.resume and (self.out / LAST).is_file():  # the split of the run resumed
+            saved = read_checkpoint_meta(self.out / LAST)["extra"]
+            seed = saved.get("recipe", {}).get("seed", seed)
+            fraction = saved.get("data", {}).get("val_fraction", fraction)
+        self.data = resolve_data(options.data, options.val, fraction, seed)
         resumed = self._load_resume_state()
         recipe = resumed["recipe"] if resumed else options.recipe.validate()
         self.recipe = recipe
@@ -473,6 +476,10 @@ class _Run:
     def _validate(
         self, epoch: int, train_loss: float, images_per_s: float, seconds: float
     ) -> dict[str, Any]:
+        if self.info.enabled:  # each process updated BN statistics on its own batches
+            from timm.utils import distribute_bn
+
+            distribute_bn(self.model, self.info.world_size, reduce=True)
         names = self.data.classes
         result = evaluate(self.model, self.val_loader, names, self.info, self.bad_images)
         ema: EvalResult | None = None

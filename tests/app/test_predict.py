@@ -1,94 +1,189 @@
 from __future__ import annotations
 
+import io
+import subprocess
+import sys
+
 import numpy as np
 import pytest
+from PIL import Image
 
 import evit
-from app.demo import main, make_predict
-from app.predict import Classifier, center_crop_resize
+from app.demo import DemoState, main
+from app.models import ModelError, choices_for, model_info
+from app.predict import Classifier
+from app.preprocess import ImageError, load_image, to_input
 from edge.export import export_onnx
+from evit.train.data import eval_transform
+from tests.app.conftest import NAMES
 from tests.conftest import randomize, tiny_config
 
 
-@pytest.fixture(scope="module")
-def labelled_onnx(tmp_path_factory):
-    path = tmp_path_factory.mktemp("app") / "tiny.onnx"
-    live = randomize(evit.create_model(tiny_config())).eval()  # every block computes
-    export_onnx(live, path, class_names=[f"thing {i}" for i in range(10)])
-    return path
+def _images(tmp_path) -> dict[str, object]:
+    """Awkward inputs a camera, a phone or a user's disk produce."""
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 255, (300, 400, 3), dtype=np.uint8)
+    rotated = tmp_path / "rotated.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 clockwise to display"
+    Image.fromarray(rgb).save(rotated, exif=exif)
+    palette = Image.fromarray(rgb).convert("P", palette=Image.ADAPTIVE)
+    return {
+        "rgb array": rgb,
+        "rgba": Image.fromarray(rng.integers(0, 255, (200, 100, 4), dtype=np.uint8), "RGBA"),
+        "grayscale": Image.fromarray(rng.integers(0, 255, (90, 120), dtype=np.uint8), "L"),
+        "palette": palette,
+        "exif rotated": rotated,
+        "tiny": Image.fromarray(rng.integers(0, 255, (5, 7, 3), dtype=np.uint8)),
+        "huge": Image.fromarray(rng.integers(0, 255, (3000, 4000, 3), dtype=np.uint8)),
+    }
 
 
-def test_center_crop_resize_keeps_the_middle():
-    frame = np.zeros((48, 64, 3), np.uint8)
-    frame[:, 8:56] = 255  # the centre 48x48 square is white, the borders black
-    out = center_crop_resize(frame, 16)
-    assert out.shape == (16, 16, 3) and out.min() == 255
-    with pytest.raises(ValueError, match=r"expected an \(H, W, 3\) RGB frame"):
-        center_crop_resize(np.zeros((4, 4)), 8)
+def test_app_and_evit_eval_prepare_an_image_identically(tmp_path):
+    """A camera frame and a validation image go through the same steps: same tensor."""
+    for name, image in _images(tmp_path).items():
+        ours = to_input(load_image(image), 64, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+        if isinstance(image, np.ndarray):
+            image = Image.fromarray(image)
+        elif not isinstance(image, Image.Image):
+            image = Image.open(image)
+        from PIL import ImageOps
+
+        reference = eval_transform(64)(ImageOps.exif_transpose(image).convert("RGB"))
+        assert np.array_equal(ours, reference.numpy()[None]), name
+    rotated = load_image(tmp_path / "rotated.jpg")
+    assert rotated.size == (300, 400)  # turned upright: width and height swapped
+
+
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (b"", "the file is empty"),
+        (b"hello, I am a text file", "not a readable image"),
+        (np.zeros((0, 0, 3), np.uint8), "empty or malformed frame"),
+        (None, "no image"),
+    ],
+)
+def test_bad_images_are_one_line_errors(bad, match, tmp_path):
+    with pytest.raises(ImageError, match=match):
+        load_image(bad)
 
 
 def test_classifier_reads_metadata_and_returns_top_k(labelled_onnx):
-    clf = Classifier(labelled_onnx, threads=1, top_k=3)
+    clf = Classifier.from_file(labelled_onnx, threads=1, top_k=3)
     assert clf.size == 64 and clf.name == "tiny"
+    assert not clf.info.random_weights and clf.info.params > 0
     frame = np.random.default_rng(0).integers(0, 255, (480, 640, 3), dtype=np.uint8)
     result = clf(frame)
     assert len(result.labels) == 3 and all(k.startswith("thing ") for k in result.labels)
     probs = list(result.labels.values())
     assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1 + 1e-9
-    assert result.latency_ms > 0
-    x = clf.preprocess(frame)
-    assert x.shape == (1, 3, 64, 64) and x.dtype == np.float32
+    assert 0 < result.model_ms <= result.end_to_end_ms
+    assert "p50" in clf.stats.summary() and "p90" in clf.stats.summary()
 
 
-def test_demo_cli_bad_model_exits_2(tmp_path, capsys):
-    assert main(["--model", str(tmp_path / "missing.onnx")]) == 2
-    assert capsys.readouterr().err.startswith("error: ONNX file not found")
+def test_running_an_exported_model_does_not_import_torch(labelled_onnx):
+    code = (
+        "import sys, numpy as np\n"
+        "from app.predict import Classifier\n"
+        f"c = Classifier.from_file({str(labelled_onnx)!r}, threads=1)\n"
+        "c(np.zeros((48, 64, 3), np.uint8))\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
 
-def test_predict_function_behind_the_ui(labelled_onnx):
-    predict = make_predict(Classifier(labelled_onnx, threads=1))
-    assert predict(None) == ({}, "waiting for the camera")
-    frame = np.random.default_rng(1).integers(0, 255, (64, 64, 3), dtype=np.uint8)
-    labels, text = predict(frame)
-    assert len(labels) == 5 and text.startswith("tiny: ") and text.endswith("ms per frame")
+def test_default_is_m0_with_a_random_weights_banner(tmp_path, monkeypatch):
+    monkeypatch.setenv("EVIT_CACHE", str(tmp_path / "cache"))
+    state = DemoState(choices_for(None), "ort", 1)
+    assert state.classifier.name == "efficientvit_m0"
+    assert "Random weights" in state.banner() and "--weights efficientvit_m0.pth" in state.banner()
+    assert len(state.classifier.info.class_names) == 1000  # ImageNet names from package data
+    assert state.classifier.info.class_names[0] == "tench"
+    labels, stats, message = state.classify(np.zeros((480, 640, 3), np.uint8))
+    assert len(labels) == 5 and message == "" and "model" in stats
+    again = DemoState(choices_for("m0"), "ort", 1)  # the export is cached by content
+    assert len(list((tmp_path / "cache" / "app").glob("*.onnx"))) == 1
+    assert again.classifier.info.name == "efficientvit_m0"
 
 
-def test_gradio_app_serves_predictions_to_a_client(labelled_onnx, tmp_path):
-    """Launch the demo on loopback and call its ``predict`` event with gradio_client (which
-    cannot drive the webcam stream; the stream shares the same function)."""
-    pytest.importorskip("gradio", reason="Gradio not installed (pip install '.[app]')")
-    import socket
-
-    from gradio_client import Client, handle_file
-    from PIL import Image
-
-    from app.demo import build_demo
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    demo = build_demo(Classifier(labelled_onnx, threads=1))
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
-    try:
-        frame = tmp_path / "frame.png"
-        Image.fromarray(
-            np.random.default_rng(0).integers(0, 255, (120, 160, 3), dtype=np.uint8)
-        ).save(frame)
-        client = Client(f"http://127.0.0.1:{port}/", verbose=False)
-        endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
-        assert set(endpoints) == {"/stream", "/predict"}
-        labels, text = client.predict(handle_file(str(frame)), api_name="/predict")
-        assert labels["label"].startswith("thing ") and len(labels["confidences"]) == 5
-        assert text.startswith("tiny: ") and text.endswith("ms per frame")
-    finally:
-        demo.close()
+def test_trained_checkpoint_brings_its_names_and_no_banner(tmp_path, monkeypatch):
+    monkeypatch.setenv("EVIT_CACHE", str(tmp_path / "cache"))
+    model = randomize(evit.create_model(tiny_config()))
+    ckpt = evit.save_checkpoint(model, tmp_path / "best.pth", class_names=NAMES)
+    yaml_path = evit.save_yaml(tiny_config(), tmp_path / "tiny.yaml")
+    state = DemoState(choices_for(str(yaml_path), str(ckpt)), "ort", 1)
+    assert state.classifier.info.class_names == NAMES
+    assert state.classifier.info.weights == "checkpoint best.pth" and state.banner() == ""
 
 
-@pytest.mark.parametrize("port, match", [(0, "must be between 1 and 65535"), (70000, "between")])
-def test_demo_port_out_of_range_exits_2(port, match, labelled_onnx, capsys):
-    assert main(["--model", str(labelled_onnx), "--port", str(port)]) == 2
+def test_a_search_folder_offers_best_pareto_and_references(tmp_path, labelled_onnx):
+    import shutil
+
+    import yaml
+
+    run = tmp_path / "runs" / "study"
+    run.mkdir(parents=True)
+    shutil.copy(labelled_onnx, run / "best.onnx")
+    candidate = {"name": "searched_1", "config": tiny_config().to_dict()}
+    (run / "pareto.yaml").write_text(yaml.safe_dump({"candidates": [candidate]}))
+    labels = [c.label for c in choices_for(str(run))]
+    assert labels[0] == "best (study)" and labels[1].startswith("searched_1")
+    assert [x.split(" ")[0] for x in labels[2:]] == [f"m{i}" for i in range(6)]
+
+
+def test_switching_model_and_runtime_without_restart(labelled_onnx, tmp_path, monkeypatch):
+    monkeypatch.setenv("EVIT_CACHE", str(tmp_path / "cache"))
+    state = DemoState(choices_for(str(labelled_onnx)) + choices_for("m0"), "ort", 1)
+    note = state.switch("m0 (random weights)", "torch")
+    assert note == "now serving m0 (random weights) on torch", note
+    assert state.classifier.runtime_name == "torch" and "runtime torch" in state.header()
+    note = state.switch("tiny.onnx", "torch")  # a plain ONNX file has no torch model
+    assert note.startswith("could not switch to tiny.onnx on torch: the torch runtime needs")
+    assert state.classifier.runtime_name == "torch"  # the old model keeps serving
+    note = state.switch("tiny.onnx", "trt")
+    assert note.startswith("could not switch") and "trt runtime is unavailable" in note
+
+
+def test_metadata_less_onnx_runs_with_defaults_and_says_so(tmp_path):
+    import onnx
+
+    path = tmp_path / "foreign.onnx"
+    export_onnx(tiny_config(num_classes=1000), path)
+    proto = onnx.load(str(path))
+    del proto.metadata_props[:]
+    onnx.save(proto, str(path))
+    info = model_info(path)
+    assert info.input_size == 64 and info.class_names[0] == "tench"
+    assert "no evit metadata" in info.notes[0]
+    assert Classifier.from_file(path, threads=1)(np.zeros((64, 64, 3), np.uint8)).labels
+
+
+@pytest.mark.parametrize(
+    "argv, match",
+    [
+        (["--model", "missing.onnx"], "model file not found: missing.onnx"),
+        (["--model", "m9"], "--model m9: give m0..m5"),
+        (["--model", "m0", "--weights", "none.pth"], "--weights none.pth: file not found"),
+        (["--runtime", "trt", "--model", "m0"], "the trt runtime is unavailable"),
+        (["--auth", "nopassword"], "--auth: give user:password"),
+        (["--port", "0"], "--port 0: must be between 1 and 65535"),
+    ],
+)
+def test_bad_start_up_is_one_line_and_exit_2(argv, match, capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("EVIT_CACHE", str(tmp_path / "cache"))
+    assert main(argv) == 2
     err = capsys.readouterr().err
     assert match in err and err.count("\n") == 1
+
+
+def test_corrupt_onnx_is_one_line(tmp_path, capsys):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"\x00garbage" * 10)
+    assert main(["--model", str(bad)]) == 2
+    assert "not a readable ONNX model" in capsys.readouterr().err
+    with pytest.raises(ModelError):
+        choices_for(str(tmp_path / "x.onnx"))
 
 
 def test_demo_port_in_use_exits_2(labelled_onnx, capsys):
@@ -101,3 +196,12 @@ def test_demo_port_in_use_exits_2(labelled_onnx, capsys):
         assert main(["--model", str(labelled_onnx), "--port", str(port)]) == 2
     err = capsys.readouterr().err
     assert f"--port {port} on 127.0.0.1: cannot listen there" in err and err.count("\n") == 1
+
+
+def test_ui_handlers_turn_bad_input_into_messages(labelled_onnx):
+    state = DemoState(choices_for(str(labelled_onnx)), "ort", 1)
+    labels, _, message = state.classify(io.BytesIO(b"not an image").getvalue())
+    assert labels == {} and message.startswith("⚠️ not a readable image")
+    labels, _, message = state.classify(np.zeros((0, 5, 3), np.uint8))
+    assert labels == {} and "empty or malformed frame" in message
+    assert state.predict(b"") == {"error": "the file is empty (0 bytes)"}

@@ -10,8 +10,9 @@ from onnx import numpy_helper
 
 import evit
 from edge import export as export_module
-from edge.export import VerificationError, export_onnx, ort_session, read_metadata
+from edge.export import VerificationError, export_onnx, ort_session
 from edge.fp16 import convert_to_mixed_fp16, precision_summary
+from edge.onnxfile import read_metadata
 from tests.conftest import VARIANTS, random_config, randomize, tiny_config
 
 

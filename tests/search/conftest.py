@@ -84,19 +84,23 @@ class FakeTarget(Target):
         FakeTarget.calls.append(config.architecture_hash())
         if FakeTarget.interrupt_at is not None and len(FakeTarget.calls) == FakeTarget.interrupt_at:
             raise KeyboardInterrupt
-        ms = fake_latency_ms(config)
         time.sleep(FakeTarget.seconds)
-        return LatencyResult.from_samples(
-            [ms] * 20,
-            model=config.name,
-            runtime="fake",
-            device="cpu",
-            batch=1,
-            threads=1,
-            converged=True,
-            target_rel_ci=0.02,
-            environment=self.env,
-        )
+        return latency_result([fake_latency_ms(config)] * 20, config.name, self.env)
+
+
+def latency_result(samples, model: str = "x", environment=None) -> LatencyResult:
+    """A measurement made of the given samples (ms), as the harness would report it."""
+    return LatencyResult.from_samples(
+        list(samples),
+        model=model,
+        runtime="fake",
+        device="cpu",
+        batch=1,
+        threads=1,
+        converged=True,
+        target_rel_ci=0.02,
+        environment=environment or {},
+    )
 
 
 @pytest.fixture

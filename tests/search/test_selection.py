@@ -4,23 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from edge.latency import InterleavedResult, LatencyResult
+from edge.latency import InterleavedResult
 from evit.config import load_config
 from search.candidates import Candidate
 from search.selection import pick_best, pick_family, within_reference
-
-
-def _latency(name: str, samples: list[float]) -> LatencyResult:
-    return LatencyResult.from_samples(
-        samples,
-        model=name,
-        runtime="f",
-        device="cpu",
-        batch=1,
-        threads=1,
-        converged=True,
-        target_rel_ci=0.02,
-    )
+from tests.search.conftest import latency_result
 
 
 def _run(
@@ -30,7 +18,7 @@ def _run(
     samples each model's median comes from (by default the block medians themselves)."""
     names = list(rounds)
     samples = samples or rounds
-    results = [_latency(n, samples[n]) for n in names]
+    results = [latency_result(samples[n], n) for n in names]
     run = InterleavedResult(
         results=results,
         ratios=[],

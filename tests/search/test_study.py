@@ -21,7 +21,7 @@ from search.selection import pareto_front
 from search.storage import make_storage, reap_dead_workers
 from search.study import SearchOptions, run_search
 from search.targets import Target
-from tests.search.conftest import FakeTarget, fake_latency_ms
+from tests.search.conftest import FakeTarget, fake_latency_ms, latency_result
 
 
 def _opts(tmp_path, space, **kw):
@@ -148,32 +148,25 @@ def test_prefilter_rules():
     reason, bound = f.check(300e6, 1, 1)
     assert reason.startswith("MAC floor") and bound == pytest.approx(1.5)
     assert f.check(100e6, 1, 1) is None
-    f.record(100, 100, 4, latency_ms=2.5)  # 2.5 ms > 2 x budget
-    assert f.check(150, 120, 4)[1] == 2.5
+    f.record(100, 100, 4, latency_ms=2.5, config="slow")  # 2.5 ms > 2 x budget, once
+    assert f.check(150, 120, 4) is None  # one reading may be a slow phase: not yet a rule
+    slow = f.unconfirmed(150, 120, 4)
+    assert slow is not None and slow.config == "slow"
+    f.confirm(slow, 2.2)  # a second reading agrees
+    assert f.check(150, 120, 4)[1] == 2.2
     assert f.check(150, 90, 4) is None  # fewer activation bytes: not dominated
-    # 1.9 ms: a slow phase (up to 1.9x) may have read a config that fits at 1.0 ms this high,
-    # so it prunes nothing (the former 1.3x margin pruned on it)
-    f.record(10, 10, 1, latency_ms=1.9)
-    assert f.check(20, 20, 2) is None
+    f.record(10, 10, 1, latency_ms=3.0, config="noisy")
+    f.confirm(f.unconfirmed(20, 20, 2), 0.9)  # the second reading fits: it was noise
+    assert f.check(20, 20, 2) is None and f.unconfirmed(20, 20, 2) is None
+    f.record(10, 10, 1, latency_ms=1.9)  # under the margin (slow phases read up to 1.9x)
+    assert f.unconfirmed(20, 20, 2) is None
 
 
 def test_pareto_front():
     from search.candidates import Candidate
 
     def cand(obj, ms):
-        from edge.latency import LatencyResult
-
-        lat = LatencyResult.from_samples(
-            [ms],
-            model="x",
-            runtime="f",
-            device="cpu",
-            batch=1,
-            threads=1,
-            converged=True,
-            target_rel_ci=0.02,
-        )
-        return Candidate(config=None, objective=obj, latency=lat, params=0, macs=0)
+        return Candidate(config=None, objective=obj, latency=latency_result([ms]), params=0, macs=0)
 
     a, b, c, d = cand(1, 1.0), cand(2, 2.0), cand(1.5, 2.5), cand(3, 3.0)
     assert pareto_front([a, b, c, d]) == [a, b, d]

@@ -8,7 +8,8 @@ from PIL import Image
 
 import evit
 import evit.weights
-from edge.export import export_onnx, read_metadata
+from edge.export import export_onnx
+from edge.onnxfile import read_metadata
 from evit.cli import main
 from evit.train.loop import TrainOptions, train
 from evit.train.recipe import Recipe
