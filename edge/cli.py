@@ -17,7 +17,7 @@ import sys
 from typing import Any
 
 from edge.devicelock import device_key, device_lock
-from edge.export import DEFAULT_OPSET, VerificationError, export_onnx
+from edge.export import DEFAULT_OPSET, Int8Options, VerificationError, export_onnx
 from edge.latency import LatencyResult, measure_interleaved, measure_latency
 from edge.onnxfile import read_metadata
 from edge.runtimes import DEVICES, RUNTIMES
@@ -60,6 +60,15 @@ def _export(args: argparse.Namespace) -> int:
             batch=args.batch,
             opset=args.opset,
             fp16=args.fp16,
+            int8=Int8Options(
+                args.calib,
+                args.calib_images,
+                min_top1=args.min_top1,
+                min_cosine=args.min_cosine,
+                activations=args.int8_activations,
+            )
+            if args.int8
+            else None,
         )
     except VerificationError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -220,6 +229,26 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="mixed precision: fp16 except softmax and the attention-bias add "
         "(for TensorRT 11 strongly typed builds); verified against fp32",
+    )
+    ex.add_argument(
+        "--int8",
+        action="store_true",
+        help="QDQ int8 (per-channel weights, symmetric activations; softmax and elementwise ops "
+        "in float), verified against fp32 on held-out images",
+    )
+    ex.add_argument("--calib", help="image folder for int8 calibration (default: generated frames)")
+    ex.add_argument("--calib-images", type=int, default=32, help="calibration images (default 32)")
+    ex.add_argument(
+        "--min-top1", type=float, default=0.9, help="int8 vs fp32 top-1 agreement (0.9)"
+    )
+    ex.add_argument(
+        "--min-cosine", type=float, default=0.99, help="int8 vs fp32 logit cosine (0.99)"
+    )
+    ex.add_argument(
+        "--int8-activations",
+        choices=("uint8", "int8"),
+        default="uint8",
+        help="uint8: asymmetric, ONNX Runtime's fast path (default); int8: symmetric, for TensorRT",
     )
 
     info = sub.add_parser("info", help="print an exported file's metadata")

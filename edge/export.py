@@ -34,6 +34,7 @@ from edge.onnxfile import (
     IMAGENET_STD,
     INPUT_NAME,
     OUTPUT_NAME,
+    ort_session,
     set_metadata,
 )
 from evit.config import ModelConfig
@@ -109,17 +110,6 @@ def build_metadata(
     if verification is not None:
         meta["evit.verification"] = json.dumps(asdict(verification))
     return meta
-
-
-def ort_session(model: str | os.PathLike | bytes, threads: int = 1) -> Any:
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
-    source = model if isinstance(model, bytes) else str(model)
-    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
 
 
 def compare_outputs(
@@ -241,6 +231,46 @@ def _verification_probe(
     )
 
 
+@dataclass(frozen=True)
+class Int8Options:
+    """How to calibrate and verify an int8 export (see ``edge.quantize``)."""
+
+    calib: str | os.PathLike | None = None  # image folder; None: generated frames
+    calib_images: int = 32
+    verify_images: int = 16  # generated with another seed: never used for calibration
+    min_top1: float = 0.9
+    min_cosine: float = 0.99
+    activations: str = "uint8"  # "int8" (symmetric) for TensorRT
+
+
+def _quantize(
+    proto: onnx.ModelProto,
+    probe_proto: onnx.ModelProto,
+    config: ModelConfig,
+    batch: int | None,
+    options: Int8Options,
+    seed: int,
+) -> tuple[onnx.ModelProto, Any]:
+    """The file's int8 graph, checked on the probe's (live weights when the file's are dead)."""
+    import edge.quantize as q
+
+    b = batch or 1
+    calib, source = q.calibration_images(
+        options.calib, options.calib_images, config.img_size, seed, b
+    )
+    held_out, _ = q.calibration_images(None, options.verify_images, config.img_size, seed + 1, b)
+    probe_int8 = q.quantize_graph(probe_proto, calib, b, options.activations)
+    check = q.compare_int8(probe_int8, probe_proto, held_out, options.min_top1, options.min_cosine)
+    file_int8 = (
+        probe_int8
+        if probe_proto is proto
+        else q.quantize_graph(proto, calib, b, options.activations)
+    )
+    floats = q.float_nodes(file_int8)
+    set_metadata(file_int8, q.int8_metadata(source, len(calib), floats, check, options.activations))
+    return file_int8, check
+
+
 def _op_types(proto: onnx.ModelProto) -> list[str]:
     """The operators in order; Identity nodes (the exporter's aliases of equal constants, which
     zero-initialized weights produce) compute nothing and are left out."""
@@ -255,6 +285,7 @@ def export_onnx(
     batch: int | None = 1,
     opset: int = DEFAULT_OPSET,
     fp16: bool = False,
+    int8: Int8Options | None = None,
     class_names: list[str] | None = None,
     verify: bool = True,
     verify_samples: int = 2,
@@ -270,6 +301,8 @@ def export_onnx(
         opset: ONNX opset (17 is what TensorRT 10/11 and ONNX Runtime handle best here).
         fp16: write a mixed-precision file (fp16 everywhere but softmax and the attention-bias
             add) for TensorRT 11's strongly typed builds; verified against the fp32 export.
+        int8: write a QDQ int8 file (``edge.quantize``) calibrated and verified as these
+            options say, against the fp32 export.
         class_names: stored in the metadata; by default those an ``evit train`` checkpoint
             carries.
         verify: compare against PyTorch with ONNX Runtime (skip only for throw-away files, such
@@ -285,6 +318,8 @@ def export_onnx(
     """
     if batch is not None and batch < 1:
         raise ValueError(f"batch={batch}: must be >= 1 or None (dynamic)")
+    if fp16 and int8 is not None:
+        raise ValueError("--int8 and --fp16 exclude each other: choose one precision")
     if not 13 <= opset <= 20:
         raise ValueError(f"opset={opset}: supported opsets are 13..20 (17 recommended)")
     out = Path(out)
@@ -338,8 +373,28 @@ def export_onnx(
         half_out = ort_session(half_probe.SerializeToString()).run(None, {INPUT_NAME: x})[0]
         verification = compare_outputs(half_out, fp32_out, FP16_REFERENCE, RTOL_FP16, exercised)
         precision = "mixed-fp16"
+    int8_check = None
+    random_weights = probe_proto is not proto  # the check then ran on a live copy
+    if int8 is not None and verification.passed:
+        proto, int8_check = _quantize(proto, probe_proto, config, batch, int8, seed)
+        precision = "int8-qdq"
     set_metadata(proto, build_metadata(config, precision, batch, class_names, verification))
     set_metadata(proto, {"evit.weights": provenance})
+    if int8_check is not None and not int8_check.passed and random_weights:
+        # random weights: int8 fidelity of a random network says nothing about a trained one
+        log.warning(
+            "int8 check on random weights below the thresholds (cosine %.3f): recorded, not "
+            "enforced; export trained weights to verify int8 accuracy",
+            int8_check.cosine,
+        )
+    elif int8_check is not None and not int8_check.passed:
+        bad = out.with_suffix(".unverified.onnx")
+        _atomic_save(proto, bad)
+        raise VerificationError(
+            f"{out}: int8 vs fp32 on {int8_check.samples} held-out images: top-1 agreement "
+            f"{int8_check.top1_agreement:.2f} (min {int8_check.min_top1}), logit cosine "
+            f"{int8_check.cosine:.4f} (min {int8_check.min_cosine}); kept as {bad}"
+        )
     if not verification.passed:
         bad = out.with_suffix(".unverified.onnx")
         _atomic_save(proto, bad)  # the destination, if it exists, is left as it was

@@ -36,7 +36,8 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
     out: dict[str, Any] = {
         k.removeprefix("evit."): v for k, v in raw.items() if k.startswith("evit.")
     }
-    for key in ("input_size", "mean", "std", "class_names", "verification", "params", "macs"):
+    decoded = ("input_size", "mean", "std", "class_names", "verification", "params", "macs")
+    for key in (*decoded, "calibration", "float_nodes", "int8_verification"):
         if key in out and out[key] != "skipped":
             out[key] = json.loads(out[key])
     if "config" in out:
@@ -62,3 +63,14 @@ def load_onnx(path: str | os.PathLike, load_weights: bool = True) -> onnx.ModelP
     except Exception as e:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise ValueError(f"{path} is not a readable ONNX model: {first[:200]}") from None
+
+
+def ort_session(model: str | os.PathLike | bytes, threads: int = 1) -> Any:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    source = model if isinstance(model, bytes) else str(model)
+    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])

@@ -1,0 +1,112 @@
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+import edge.quantize
+import evit
+from edge.cli import main
+from edge.export import Int8Options, VerificationError, export_onnx
+from edge.onnxfile import read_metadata
+from edge.quantize import QuantizationError, calibration_images, is_quantized, quantize_graph
+from evit.config import save_yaml
+from evit.train.synthetic import write_synthetic
+from tests.conftest import randomize, tiny_config
+
+# a random (if live) 10-class network quantizes less gracefully than a trained one (trained M0:
+# top-1 agreement 1.0, cosine 0.998, docs/benchmarks.md); these thresholds separate a correct
+# quantization of it from a broken one
+THRESHOLDS = {"min_top1": 0.8, "min_cosine": 0.98}
+
+
+@pytest.fixture(scope="module")
+def live_tiny():
+    return randomize(evit.create_model(tiny_config()), seed=4).eval()
+
+
+def test_int8_export_is_qdq_calibrated_verified_and_says_so(live_tiny, tmp_path):
+    result = export_onnx(live_tiny, tmp_path / "tiny.int8.onnx", int8=Int8Options(**THRESHOLDS))
+    proto = onnx.load(str(result.path))
+    assert result.precision == "int8-qdq" and is_quantized(proto)
+    meta = read_metadata(result.path)
+    assert meta["precision"] == "int8-qdq"
+    calibration = meta["calibration"]
+    assert calibration["source"].startswith("generated frames") and calibration["images"] == 32
+    assert "Softmax" in meta["float_nodes"]  # kept in float, and listed
+    check = meta["int8_verification"]
+    assert check["passed"] and check["cosine"] >= 0.98 and check["samples"] == 16
+    conv = next(n for n in proto.graph.node if n.op_type == "Conv")
+    assert all(i.endswith("_DequantizeLinear_Output") for i in conv.input[:2])
+
+
+def test_symmetric_int8_activations_for_tensorrt(live_tiny, tmp_path):
+    options = Int8Options(activations="int8", **THRESHOLDS)
+    result = export_onnx(live_tiny, tmp_path / "trt.int8.onnx", int8=options)
+    proto = onnx.load(str(result.path))
+    zero_points = [
+        numpy_helper.to_array(i) for i in proto.graph.initializer if i.name.endswith("_zero_point")
+    ]
+    assert zero_points and not any(z.dtype == np.uint8 for z in zero_points)
+    assert all(not z.any() for z in zero_points)  # symmetric: every zero point is 0
+    assert read_metadata(result.path)["int8_activations"] == "int8"
+
+
+def test_calibration_from_an_image_folder(live_tiny, tmp_path):
+    write_synthetic(tmp_path / "data", num_classes=3, per_class=6, size=64)
+    options = Int8Options(
+        calib=tmp_path / "data" / "train", calib_images=8, min_top1=0, min_cosine=0
+    )
+    result = export_onnx(live_tiny, tmp_path / "folder.int8.onnx", int8=options)
+    calibration = read_metadata(result.path)["calibration"]
+    assert calibration == {"source": f"8 images from {tmp_path / 'data' / 'train'}", "images": 8}
+
+
+def test_a_broken_quantization_fails_verification(live_tiny, tmp_path, monkeypatch):
+    real = edge.quantize.quantize_graph
+
+    def wrong_scale(fp32, images, batch, activations="uint8"):
+        proto = real(fp32, images, batch, activations)
+        for init in proto.graph.initializer:  # one weight scale of the first conv, 10x off
+            if "patch_embed.conv1.weight" in init.name and init.name.endswith("_scale"):
+                init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init) * 10, init.name))
+                return proto
+        raise AssertionError("no weight scale found")
+
+    monkeypatch.setattr(edge.quantize, "quantize_graph", wrong_scale)
+    out = tmp_path / "broken.int8.onnx"
+    with pytest.raises(VerificationError, match="int8 vs fp32 on 16 held-out images"):
+        export_onnx(live_tiny, out, int8=Int8Options(**THRESHOLDS))
+    assert not out.exists() and (tmp_path / "broken.int8.unverified.onnx").exists()
+
+
+def test_int8_cli_and_its_bad_input(tmp_path, capsys):
+    yaml = str(save_yaml(tiny_config(), tmp_path / "tiny.yaml"))
+    (tmp_path / "empty").mkdir()
+    cases = [
+        (["--int8", "--fp16"], "--int8 and --fp16 exclude each other"),
+        (["--int8", "--calib", str(tmp_path / "empty")], "no images"),
+        (["--int8", "--calib", str(tmp_path / "none")], "folder not found"),
+        (["--int8", "--batch", "4", "--calib-images", "2"], "at least one batch of 4"),
+    ]
+    for extra, match in cases:
+        assert main(["export", yaml, "--out", str(tmp_path / "x.onnx"), *extra]) == 2
+        err = capsys.readouterr().err
+        assert match in err and err.count("\n") == 1, err
+    assert not (tmp_path / "x.onnx").exists()
+
+
+def test_an_already_quantized_graph_is_refused(live_tiny, tmp_path):
+    result = export_onnx(live_tiny, tmp_path / "q.onnx", int8=Int8Options(min_top1=0, min_cosine=0))
+    images, _ = calibration_images(None, 2, 64, 0)
+    with pytest.raises(QuantizationError, match="already quantized"):
+        quantize_graph(onnx.load(str(result.path)), images, 1)
+    with pytest.raises(QuantizationError, match="choose uint8 or int8"):
+        quantize_graph(onnx.load(str(result.path)), images, 1, "int4")
+    unreadable = tmp_path / "calib"
+    unreadable.mkdir()
+    (unreadable / "a.png").write_bytes(b"not an image")
+    with pytest.raises(QuantizationError, match="fewer than 1 readable images"):
+        calibration_images(unreadable, 4, 64, 0)
+    assert np.isfinite(images).all()
