@@ -108,10 +108,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(
-            "interrupted; the last finished epoch is in last.pth (continue with --resume)",
-            file=sys.stderr,
+        hint = (
+            "; the last finished epoch is in last.pth (continue with --resume)"
+            if args.command == "train"
+            else ""
         )
+        print(f"interrupted{hint}", file=sys.stderr)
         return 130
 
 
