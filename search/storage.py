@@ -92,24 +92,66 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-def reap_dead_workers(study: optuna.Study) -> int:
+class WorkerPresence:
+    """An exclusive ``flock`` on ``folder/<host>-<pid>.lock``, held while the worker lives.
+
+    The kernel releases it when the process dies, however it dies, so another worker can tell
+    whether anyone else is still at work on this machine.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        import fcntl
+
+        folder.mkdir(parents=True, exist_ok=True)
+        self.folder = folder
+        self.path = folder / f"{socket.gethostname()}-{os.getpid()}.lock"
+        self.file = open(self.path, "w")  # noqa: SIM115 (held for the process's life)
+        fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+    def others_alive(self) -> bool:
+        """True if another live process holds its presence lock in the same folder."""
+        import fcntl
+
+        alive = False
+        for path in self.folder.glob("*.lock"):
+            if path == self.path:
+                continue
+            with open(path, "a") as f:
+                try:
+                    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError:
+                    alive = True
+                    continue
+                fcntl.flock(f, fcntl.LOCK_UN)
+            path.unlink(missing_ok=True)  # a dead worker's: tidy up
+        return alive
+
+
+def reap_dead_workers(study: optuna.Study, presence: WorkerPresence | None = None) -> int:
     """Fail RUNNING trials whose worker process on this host is gone, and queue them again.
 
     RDB storages also do this through heartbeats (any host); this covers JournalStorage and
-    makes a restart after ``kill -9`` immediate.
+    makes a restart after ``kill -9`` immediate. A trial killed between its creation and the
+    moment its worker signed it carries no worker name: with ``presence`` (one machine), such
+    a trial is failed when no other worker is alive.
     """
     host = socket.gethostname()
+    orphans_are_dead = presence is not None and not presence.others_alive()
     reaped = 0
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         worker = trial.user_attrs.get("worker", "")
         name, _, pid = worker.rpartition(":")
-        if name != host or not pid.isdigit() or pid_alive(int(pid)):
+        if not worker and orphans_are_dead:
+            pass  # created, never signed, and nobody else is running: its worker died
+        elif name != host or not pid.isdigit() or pid_alive(int(pid)):
             continue
         study.tell(trial.number, state=TrialState.FAIL)
-        log.warning("trial %d failed: its worker %s is gone", trial.number, worker)
-        study.enqueue_trial(
-            trial.params, user_attrs={k: v for k, v in trial.user_attrs.items() if k == "reference"}
-        )
+        log.warning("trial %d failed: its worker %s is gone", trial.number, worker or "(unsigned)")
+        if trial.params:
+            study.enqueue_trial(
+                trial.params,
+                user_attrs={k: v for k, v in trial.user_attrs.items() if k == "reference"},
+            )
         reaped += 1
     if reaped:
         log.warning("failed and re-queued %d trial(s) left running by a dead worker", reaped)

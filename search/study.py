@@ -35,7 +35,13 @@ from search.objectives import Objective, get_objective
 from search.prefilter import PreFilter, gemm_peak_macs_per_ms
 from search.selection import choose_remeasure, pick_best, pick_family
 from search.space import SearchSpace, load_space, reference_configs
-from search.storage import make_storage, reap_dead_workers, redact_url, worker_id
+from search.storage import (
+    WorkerPresence,
+    make_storage,
+    reap_dead_workers,
+    redact_url,
+    worker_id,
+)
 from search.targets import Target, resolve_target
 
 log = logging.getLogger(__name__)
@@ -212,7 +218,11 @@ class SearchRun:
                 f"study {self.study_name!r} in {redact_url(self.storage_url)} was created with "
                 f"other settings ({changed}); pass another --study or --out"
             )
-        reap_dead_workers(study)
+        single_host = self.storage_url.startswith(
+            ("journal", "sqlite")
+        ) or self.storage_url.endswith((".log", ".journal"))
+        self.presence = WorkerPresence(self.out / ".workers")
+        reap_dead_workers(study, self.presence if single_host else None)
         for name, config in reference_configs().items():
             params = self.space.params_of(config.replace(num_classes=self.space.num_classes))
             if params is not None:

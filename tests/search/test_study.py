@@ -297,3 +297,35 @@ def test_dead_worker_trial_is_failed_and_requeued(tmp_path):
     assert states[alive.number] == TrialState.RUNNING
     waiting = study.get_trials(states=(TrialState.WAITING,))
     assert len(waiting) == 1 and waiting[0].system_attrs["fixed_params"] == trial.params
+
+
+def test_an_unsigned_trial_of_a_killed_worker_is_reaped_when_no_one_else_runs(tmp_path):
+    """kill -9 between a trial's creation and its signature leaves a RUNNING trial with no
+    worker name; it is failed when no other worker on this machine is alive, and only then."""
+    from search.storage import WorkerPresence
+
+    storage = make_storage(f"journal://{tmp_path / 's.log'}")
+    study = optuna.create_study(study_name="s", storage=storage, directions=["maximize"] * 2)
+    study.ask()  # created, never signed
+    folder = tmp_path / ".workers"
+    other = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from pathlib import Path; from search.storage import WorkerPresence;"
+            f" w = WorkerPresence(Path({str(folder)!r})); print('ready', flush=True);"
+            " time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert other.stdout.readline().strip() == "ready"
+        me = WorkerPresence(folder)
+        assert reap_dead_workers(study, me) == 0  # it may be the other worker's
+    finally:
+        other.kill()
+        other.wait()
+    assert reap_dead_workers(study, me) == 1
+    assert [t.state for t in study.get_trials()] == [TrialState.FAIL]
+    assert [p.name for p in folder.iterdir()] == [me.path.name]  # the dead one's file is gone
