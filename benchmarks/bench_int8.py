@@ -1,10 +1,11 @@
 """INT8 vs fp32 in ONNX Runtime on this CPU: M0-M5, batch 1, 1 and 2 threads, interleaved.
 
-    python -m benchmarks.bench_int8
+    python -m benchmarks.bench_int8                       # uint8 activations (the default)
+    python -m benchmarks.bench_int8 --activations int8    # symmetric, as TensorRT needs
 
 Both files come from ``edge export`` (the int8 one with ``--int8``: QDQ, per-channel symmetric
-int8 weights, symmetric int8 activations, softmax and elementwise ops in float, calibrated on
-32 generated frames) of the same live weights (``evit.live.live_copy``). Ratio = fp32 latency /
+int8 weights, softmax and elementwise ops in float, calibrated on 32 generated frames) of the
+same live weights (``evit.live.live_copy``). Ratio = fp32 latency /
 int8 latency per interleaved round (> 1: int8 faster), median [95 % CI]. The CPU's flags decide
 what int8 can gain (VNNI, AMX): they are recorded with the results.
 """
@@ -34,6 +35,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", default=[f"m{i}" for i in range(6)])
     parser.add_argument("--max-seconds", type=float, default=30.0)
+    parser.add_argument("--activations", choices=("uint8", "int8"), default="uint8")
     args = parser.parse_args()
 
     import evit
@@ -49,7 +51,7 @@ def main() -> None:
             int8 = export_onnx(
                 live,
                 Path(tmp) / f"{name}.int8.onnx",
-                int8=Int8Options(min_top1=0.0, min_cosine=0.0),  # speed only
+                int8=Int8Options(min_top1=0.0, min_cosine=0.0, activations=args.activations),
             ).path
             row = {"model": name}
             for threads in (1, 2):
@@ -74,7 +76,7 @@ def main() -> None:
                     flush=True,
                 )
             rows.append(row)
-    save("int8", {"cpu_flags": cpu_flags(), "rows": rows})
+    save(f"int8-{args.activations}", {"cpu_flags": cpu_flags(), "rows": rows})
 
 
 if __name__ == "__main__":
