@@ -22,9 +22,3 @@ class Candidate:
     remeasured: LatencyResult | None = None
     vs_first: Ratio | None = None  # re-measured latency / the first re-measured model's (M0)
     slot: int | None = None  # its index in the final interleaved run (for paired ratios)
-
-    @property
-    def fits_ms(self) -> float:
-        """Latency used for the budget check: upper end of the re-measured median's CI."""
-        r = self.remeasured or self.latency
-        return r.ci_high_ms

@@ -92,12 +92,23 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+_PRESENCE: dict[Path, WorkerPresence] = {}  # one per folder and process
+
+
 class WorkerPresence:
     """An exclusive ``flock`` on ``folder/<host>-<pid>.lock``, held while the worker lives.
 
     The kernel releases it when the process dies, however it dies, so another worker can tell
     whether anyone else is still at work on this machine.
     """
+
+    @classmethod
+    def acquire(cls, folder: Path) -> WorkerPresence:
+        """This process's presence in ``folder`` (taken once, kept for the process's life)."""
+        key = folder.resolve()
+        if key not in _PRESENCE:
+            _PRESENCE[key] = cls(folder)
+        return _PRESENCE[key]
 
     def __init__(self, folder: Path) -> None:
         import fcntl
@@ -127,6 +138,18 @@ class WorkerPresence:
         return alive
 
 
+def _worker_gone(worker: str, orphans_are_dead: bool) -> bool:
+    """Whether the worker that signed a RUNNING trial is known to be dead.
+
+    An unsigned trial (created, killed before its signature) counts as dead when nobody else
+    on the machine is running; a signed one when its process on this host is gone.
+    """
+    if not worker:
+        return orphans_are_dead
+    name, _, pid = worker.rpartition(":")
+    return name == socket.gethostname() and pid.isdigit() and not pid_alive(int(pid))
+
+
 def reap_dead_workers(study: optuna.Study, presence: WorkerPresence | None = None) -> int:
     """Fail RUNNING trials whose worker process on this host is gone, and queue them again.
 
@@ -135,15 +158,11 @@ def reap_dead_workers(study: optuna.Study, presence: WorkerPresence | None = Non
     moment its worker signed it carries no worker name: with ``presence`` (one machine), such
     a trial is failed when no other worker is alive.
     """
-    host = socket.gethostname()
     orphans_are_dead = presence is not None and not presence.others_alive()
     reaped = 0
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         worker = trial.user_attrs.get("worker", "")
-        name, _, pid = worker.rpartition(":")
-        if not worker and orphans_are_dead:
-            pass  # created, never signed, and nobody else is running: its worker died
-        elif name != host or not pid.isdigit() or pid_alive(int(pid)):
+        if not _worker_gone(worker, orphans_are_dead):
             continue
         study.tell(trial.number, state=TrialState.FAIL)
         log.warning("trial %d failed: its worker %s is gone", trial.number, worker or "(unsigned)")

@@ -221,7 +221,7 @@ class SearchRun:
         single_host = self.storage_url.startswith(
             ("journal", "sqlite")
         ) or self.storage_url.endswith((".log", ".journal"))
-        self.presence = WorkerPresence(self.out / ".workers")
+        self.presence = WorkerPresence.acquire(self.out / ".workers")
         reap_dead_workers(study, self.presence if single_host else None)
         for name, config in reference_configs().items():
             params = self.space.params_of(config.replace(num_classes=self.space.num_classes))

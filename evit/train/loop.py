@@ -39,7 +39,6 @@ from evit.model import EfficientViT
 from evit.train.data import (
     BadImageCounter,
     DataError,
-    DataSplit,
     ImageDataset,
     collate,
     resolve_data,
@@ -49,7 +48,7 @@ from evit.train.data import (
 from evit.train.distributed import DistInfo, all_reduce_sum, barrier, setup, teardown
 from evit.train.evaluate import EvalResult, eval_loader, evaluate
 from evit.train.recipe import Recipe
-from evit.weights import load_state_dict_file, read_checkpoint_meta, save_checkpoint
+from evit.weights import save_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -149,13 +148,14 @@ class _Run:
         self.out = Path(options.out)
         if options.threads:
             torch.set_num_threads(options.threads)
+        last = self._read_last()  # the checkpoint to resume from, read once
         seed, fraction = options.recipe.seed, options.val_fraction
-        if options.resume and (self.out / LAST).is_file():  # the split of the run resumed
-            saved = read_checkpoint_meta(self.out / LAST)["extra"]
+        if last is not None:  # the split of the run resumed
+            saved = last.get("extra") or {}
             seed = saved.get("recipe", {}).get("seed", seed)
             fraction = saved.get("data", {}).get("val_fraction", fraction)
         self.data = resolve_data(options.data, options.val, fraction, seed)
-        resumed = self._load_resume_state()
+        resumed = self._check_resume(last) if last is not None else None
         recipe = resumed["recipe"] if resumed else options.recipe.validate()
         self.recipe = recipe
         self._check_options()
@@ -329,7 +329,8 @@ class _Run:
 
     # --- resume ------------------------------------------------------------------------------
 
-    def _load_resume_state(self) -> dict[str, Any] | None:
+    def _read_last(self) -> dict[str, Any] | None:
+        """``last.pth`` when resuming; refuse to overwrite a run without ``--resume``."""
         last = self.out / LAST
         if not self.options.resume:
             if last.exists():
@@ -340,18 +341,23 @@ class _Run:
             return None
         if not last.exists():
             raise TrainError(f"--resume: no {LAST} in {self.out} to continue from")
-        obj = torch.load(last, map_location="cpu", weights_only=True)
-        _, saved_config, _ = load_state_dict_file(last)
-        extra = obj.get("extra") or {}
+        try:
+            return torch.load(last, map_location="cpu", weights_only=True)
+        except Exception as e:  # torch raises many types for a damaged file
+            raise TrainError(f"--resume: cannot read {last} ({type(e).__name__})") from None
+
+    def _check_resume(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """The saved run must be of this architecture and these classes."""
+        last = self.out / LAST
+        saved = ModelConfig.from_dict(obj.get("config"), source=str(last)).validate()
         wanted = load_config(self.options.model).replace(num_classes=len(self.data.classes))
-        recipe = Recipe.from_dict(extra["recipe"])
+        recipe = Recipe.from_dict(obj["extra"]["recipe"])
         if recipe.img_size is not None and recipe.img_size != wanted.img_size:
             wanted = wanted.at_img_size(recipe.img_size)
-        if saved_config is None or saved_config.architecture_hash() != wanted.architecture_hash():
+        if saved.architecture_hash() != wanted.architecture_hash():
             raise TrainError(
-                f"--resume: {last} is a run of {getattr(saved_config, 'name', '?')!r} with "
-                f"another architecture than --model {self.options.model}; use that model or "
-                "another --out"
+                f"--resume: {last} is a run of {saved.name!r} with another architecture than "
+                f"--model {self.options.model}; use that model or another --out"
             )
         if obj.get("class_names") != self.data.classes:
             raise TrainError(
@@ -607,10 +613,3 @@ def write_curves(history: list[dict[str, Any]], path: Path, title: str) -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=90)
     plt.close(fig)
-
-
-def describe_split(split: DataSplit) -> str:
-    return (
-        f"{len(split.classes)} classes, {len(split.train)} training and {len(split.val)} "
-        f"validation images ({split.description.get('val')})"
-    )

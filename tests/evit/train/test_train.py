@@ -172,7 +172,7 @@ def test_resume_into_another_config_and_overwriting_a_run_are_refused(
     assert main(train_argv("m0", shapes, out, "--epochs", "2", "--img-size", "64", "--resume")) == 2
     err = capsys.readouterr().err
     assert "another architecture than --model m0" in err and err.count("\n") == 1
-    assert main(train_argv(tiny_yaml, tmp_path / "none", tmp_path / "r2", "--resume")) == 2
+    assert main(train_argv(tiny_yaml, tmp_path / "none", out, "--resume")) == 2
     assert "data folder not found" in capsys.readouterr().err
     assert (out / "last.pth").read_bytes() == before
 
