@@ -175,6 +175,12 @@ def test_resume_into_another_config_and_overwriting_a_run_are_refused(
     assert main(train_argv(tiny_yaml, tmp_path / "none", out, "--resume")) == 2
     assert "data folder not found" in capsys.readouterr().err
     assert (out / "last.pth").read_bytes() == before
+    damaged = tmp_path / "damaged"
+    damaged.mkdir()
+    (damaged / "last.pth").write_bytes(b"half a checkpoint")
+    assert main(train_argv(tiny_yaml, shapes, damaged, "--resume")) == 2
+    err = capsys.readouterr().err
+    assert "--resume: cannot read" in err and err.count("\n") == 1
 
 
 def test_eval_refuses_a_checkpoint_for_other_classes(shapes, tmp_path, capsys):
