@@ -205,11 +205,22 @@ class SearchSpace:
         return self.params_of(config) is not None
 
     def config_from_params(self, params: dict[str, Any]) -> ModelConfig:
-        """Rebuild the config of a finished trial from its parameters."""
+        """Rebuild the config of a finished trial from its parameters.
+
+        A field with a single choice may be absent from a trial's parameters (a trial retried
+        from a killed worker's partial parameters); it can only have had that value.
+
+        Raises:
+            ValueError: a field with several choices is missing.
+        """
 
         class _Fixed:
             def suggest_categorical(self, name: str, choices: list) -> Any:
-                return params[name]
+                if name in params:
+                    return params[name]
+                if len(choices) == 1:
+                    return choices[0]
+                raise ValueError(f"trial parameters lack {name!r} (choices {choices})")
 
         return self.sample(_Fixed())
 

@@ -234,12 +234,16 @@ class SearchRun:
     def _record_for_prefilter(self, trial: FrozenTrial) -> None:
         attrs = trial.user_attrs
         if attrs.get("latency_source") in ("measured", "cache"):
+            try:
+                config = self.space.config_from_params(trial.params)
+            except ValueError:
+                config = None  # it cannot be measured again, so it never prunes
             self.prefilter.record(
                 attrs["macs"],
                 attrs["activation_bytes"],
                 attrs["blocks"],
                 attrs["latency_median_ms"],
-                self.space.config_from_params(trial.params),
+                config,
             )
 
     def _prefilter(self, macs: int, act: int, config: ModelConfig) -> tuple[str, float] | None:
@@ -426,7 +430,11 @@ class SearchRun:
             attrs = t.user_attrs
             if attrs.get("latency_source") not in ("measured", "cache"):
                 continue
-            config = self.space.config_from_params(t.params)
+            try:
+                config = self.space.config_from_params(t.params)
+            except ValueError as e:
+                log.warning("trial %d left out: %s", t.number, e)
+                continue
             reference = attrs.get("reference")
             key = attrs["arch_hash"] + (reference or "")
             if key in seen:

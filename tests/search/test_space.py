@@ -71,3 +71,16 @@ def test_unreadable_space(tmp_path):
     with pytest.raises(ValueError, match="invalid YAML"):
         load_space(tmp_path / "broken.yaml")
     assert space_from_dict(TINY_SPACE).num_classes == 10
+
+
+def test_config_from_partial_params_fills_single_choices_only(tiny_space):
+    from search.space import load_space
+
+    space = load_space(tiny_space)
+    config = space.smallest()
+    params = space.params_of(config)
+    assert space.config_from_params(params) == config
+    partial = {k: v for k, v in params.items() if k != "s0_depth"}  # one choice: [1]
+    assert space.config_from_params(partial) == config
+    with pytest.raises(ValueError, match="lack 's0_num_heads'"):
+        space.config_from_params({k: v for k, v in params.items() if k != "s0_num_heads"})
