@@ -218,11 +218,10 @@ class SearchRun:
                 f"study {self.study_name!r} in {redact_url(self.storage_url)} was created with "
                 f"other settings ({changed}); pass another --study or --out"
             )
-        single_host = self.storage_url.startswith(
-            ("journal", "sqlite")
-        ) or self.storage_url.endswith((".log", ".journal"))
         self.presence = WorkerPresence.acquire(self.out / ".workers")
-        reap_dead_workers(study, self.presence if single_host else None)
+        # an unsigned trial is only microseconds old when its worker is alive, so the rule is
+        # applied to RDB studies too (their heartbeats need the grace period first)
+        reap_dead_workers(study, self.presence)
         for name, config in reference_configs().items():
             params = self.space.params_of(config.replace(num_classes=self.space.num_classes))
             if params is not None:
