@@ -85,6 +85,7 @@ class TrainOptions:
         threads: CPU threads for PyTorch (default: its own choice).
         max_bad_images: unreadable images tolerated (skipped and counted) before stopping.
         progress: progress bars on the main process.
+        curves: redraw ``curves.png`` after every epoch (off for many short runs).
     """
 
     model: str | os.PathLike | ModelConfig
@@ -103,6 +104,7 @@ class TrainOptions:
     threads: int | None = None
     max_bad_images: int = 100
     progress: bool = True
+    curves: bool = True
 
 
 @dataclass
@@ -556,7 +558,8 @@ class _Run:
             class_names=self.data.classes,
         )
         atomic_write_text(self.out / METRICS, "".join(json.dumps(h) + "\n" for h in self.history))
-        write_curves(self.history, self.out / CURVES, self.config.name)
+        if self.options.curves:
+            write_curves(self.history, self.out / CURVES, self.config.name)
 
 
 def optimization_step(
