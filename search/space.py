@@ -26,6 +26,7 @@ import evit
 from evit.config import PATCH_SIZE, ModelConfig, StageConfig
 
 DEFAULT_SPACE = Path(__file__).parent / "default_space.yaml"
+ACCURACY_SPACE = Path(__file__).parent / "accuracy_space.yaml"  # --objective accuracy
 STAGE_FIELDS = (
     "num_heads",
     "head_dim",
@@ -56,10 +57,34 @@ class StageSpace:
 
 
 @dataclass(frozen=True)
+class ShapeRules:
+    """Rules on a whole config that per-stage choices cannot express; a sampled config that
+    breaks one is rejected before anything is measured.
+
+    Attributes:
+        non_decreasing_widths: each stage at least as wide as the one before (as M0-M5).
+        min_first_width: the first stage at least this wide (0: no minimum).
+    """
+
+    non_decreasing_widths: bool = False
+    min_first_width: int = 0
+
+    def violation(self, config: ModelConfig) -> str | None:
+        """Which rule ``config`` breaks, in words, or None."""
+        widths = [s.embed_dim for s in config.stages]
+        if widths[0] < self.min_first_width:
+            return f"first-stage width {widths[0]} < {self.min_first_width}"
+        if self.non_decreasing_widths and any(b < a for a, b in itertools.pairwise(widths)):
+            return f"widths {'/'.join(map(str, widths))} decrease"
+        return None
+
+
+@dataclass(frozen=True)
 class SearchSpace:
     stages: tuple[StageSpace, ...]
     img_size: tuple[int, ...] = (224,)
     num_classes: int = 1000
+    rules: ShapeRules = ShapeRules()
 
     def validate(self, source: str = "space") -> SearchSpace:
         """Check that every combination of choices builds; ``ValueError`` names the field."""
@@ -100,6 +125,9 @@ class SearchSpace:
                         key_dim=key_dim,
                         value_ratio=value,
                     )
+        broken = self.rules.violation(self.smallest())
+        if broken:
+            raise ValueError(f"{source}: no config of the space keeps the rules ({broken})")
         return self
 
     def _probe(
@@ -191,15 +219,35 @@ class SearchSpace:
         return params
 
     def smallest(self) -> ModelConfig:
-        """The cheapest config of the space: the smallest choice of every size field."""
+        """The cheapest config of the space that keeps its rules: the smallest choice of every
+        size field, and per stage the narrowest (heads, head_dim) the rules allow."""
+        return self._extreme(min)
 
-        class _Smallest:
+    def largest(self) -> ModelConfig:
+        """The config with the largest choice of every field (rules aside)."""
+        return self._extreme(max)
+
+    def _extreme(self, pick: Any) -> ModelConfig:
+        widths: dict[str, int] = {}
+        floor = self.rules.min_first_width if pick is min else 0
+        for i, s in enumerate(self.stages):
+            fitting = [
+                (h * d, h, d) for h in s.num_heads for d in s.head_dim if h * d >= floor
+            ] or [(h * d, h, d) for h in s.num_heads for d in s.head_dim]
+            width, heads, head_dim = pick(fitting)
+            widths[f"s{i}_num_heads"], widths[f"s{i}_head_dim"] = heads, head_dim
+            if pick is min and self.rules.non_decreasing_widths:
+                floor = width
+
+        class _Extreme:
             def suggest_categorical(self, name: str, choices: list) -> Any:
+                if name in widths:
+                    return widths[name]
                 if name.endswith("kernel_sizes"):
-                    return min(choices, key=lambda k: sum(int(x) for x in k.split(",")))
-                return min(choices)
+                    return pick(choices, key=lambda k: sum(int(x) for x in k.split(",")))
+                return pick(choices)
 
-        return self.sample(_Smallest())
+        return self.sample(_Extreme())
 
     def contains(self, config: ModelConfig) -> bool:
         return self.params_of(config) is not None
@@ -243,10 +291,11 @@ def _choices(value: Any, where: str, kind: type, unique: bool = True) -> tuple:
 def space_from_dict(data: Any, source: str = "space") -> SearchSpace:
     if not isinstance(data, dict):
         raise ValueError(f"{source}: expected a mapping with 'stages', got {type(data).__name__}")
-    unknown = sorted(set(data) - {"stages", "img_size", "num_classes"})
+    unknown = sorted(set(data) - {"stages", "img_size", "num_classes", "rules"})
     if unknown:
         raise ValueError(
-            f"{source}: unknown key(s) {', '.join(unknown)}; allowed: img_size, num_classes, stages"
+            f"{source}: unknown key(s) {', '.join(unknown)}; allowed: img_size, num_classes, "
+            "rules, stages"
         )
     if not isinstance(data.get("stages"), list) or not data["stages"]:
         raise ValueError(f"{source}: 'stages' must be a non-empty list of per-stage choices")
@@ -296,7 +345,29 @@ def space_from_dict(data: Any, source: str = "space") -> SearchSpace:
     num_classes = data.get("num_classes", 1000)
     if not isinstance(num_classes, int) or num_classes < 0:
         raise ValueError(f"{source}: num_classes={num_classes!r} must be an integer >= 0")
-    return SearchSpace(tuple(stages), img, num_classes).validate(source)
+    return SearchSpace(tuple(stages), img, num_classes, _rules(data.get("rules"), source)).validate(
+        source
+    )
+
+
+def _rules(data: Any, source: str) -> ShapeRules:
+    if data is None:
+        return ShapeRules()
+    if not isinstance(data, dict):
+        raise ValueError(f"{source}: rules: expected a mapping, got {data!r}")
+    unknown = sorted(set(data) - {"non_decreasing_widths", "min_first_width"})
+    if unknown:
+        raise ValueError(
+            f"{source}: rules: unknown key(s) {', '.join(unknown)}; allowed: "
+            "min_first_width, non_decreasing_widths"
+        )
+    flag = data.get("non_decreasing_widths", False)
+    minimum = data.get("min_first_width", 0)
+    if not isinstance(flag, bool):
+        raise ValueError(f"{source}: rules.non_decreasing_widths={flag!r} must be true or false")
+    if not isinstance(minimum, int) or isinstance(minimum, bool) or minimum < 0:
+        raise ValueError(f"{source}: rules.min_first_width={minimum!r} must be an integer >= 0")
+    return ShapeRules(flag, minimum)
 
 
 def load_space(path: str | os.PathLike | None = None) -> SearchSpace:
