@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from edge.latency import LatencyResult, Ratio
 from evit.config import ModelConfig
@@ -22,3 +23,6 @@ class Candidate:
     remeasured: LatencyResult | None = None
     vs_first: Ratio | None = None  # re-measured latency / the first re-measured model's (M0)
     slot: int | None = None  # its index in the final interleaved run (for paired ratios)
+    trained: bool | None = None  # accuracy objective: False when over the budget (objective 0)
+    checkpoint: Path | None = None  # accuracy objective: its trained weights, while kept
+    train_img_size: int | None = None  # accuracy objective: the resolution it trained at

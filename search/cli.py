@@ -5,6 +5,7 @@ Examples:
     python -m search --budget-ms 2
     python -m search --budget-ms 12 --family --timeout 600
     python -m search --budget-ms 2 --storage journal:///tmp/study.log --study shared  # 2 workers
+    python -m search --budget-ms 2 --objective accuracy --data data/shapes --train-img-size 64
 """
 
 from __future__ import annotations
@@ -19,8 +20,16 @@ from typing import Any
 import optuna
 
 from edge.tensorrt import TensorRTUnavailable
-from search.objectives import OBJECTIVES
-from search.study import SAMPLERS, NothingFits, SearchOptions, SearchOutcome, run_search
+from search.accuracy import TrainBudget
+from search.objectives import ACCURACY, OBJECTIVE_NAMES
+from search.study import (
+    SAMPLERS,
+    NothingFits,
+    SearchOptions,
+    SearchOutcome,
+    counted_trials,
+    run_search,
+)
 from search.targets import TARGETS, TargetUnavailable
 
 DEFAULT_TIMEOUT_S = 330.0
@@ -37,10 +46,9 @@ class Progress:
         self.run = run
         self.timeout = timeout
         self.start = time.monotonic()
-        finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
         self.bar = tqdm(
             total=total,
-            initial=len(study.get_trials(deepcopy=False, states=finished)) if total else 0,
+            initial=counted_trials(study) if total else 0,
             unit="trial",
             file=sys.stderr,
             dynamic_ncols=True,
@@ -50,6 +58,8 @@ class Progress:
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         attrs = trial.user_attrs
+        if "rejected" in attrs:  # by a shape rule, before anything ran: not a trial to count
+            return
         if (
             trial.state == optuna.trial.TrialState.COMPLETE
             and attrs.get("latency_source") in ("measured", "cache")
@@ -63,6 +73,8 @@ class Progress:
             shown = (
                 f"{value / 1e6:.2f}M"
                 if self.run.objective.name in ("params", "macs")
+                else f"{value:.1f}%"
+                if self.run.budget is not None
                 else f"{value:.3g}"
             )
             parts.append(f"best {self.run.objective.name} {shown} @ {self.best[1]:.2f} ms")
@@ -114,9 +126,56 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--objective",
-        choices=sorted(OBJECTIVES),
+        choices=OBJECTIVE_NAMES,
         default="params",
-        help="what to maximize under the budget; all are proxies, not accuracy (default params)",
+        help="what to maximize under the budget: accuracy (trains each candidate on --data) "
+        "or a training-free proxy (default params; docs/benchmarks.md ranks them)",
+    )
+    acc = p.add_argument_group("accuracy objective (--objective accuracy)")
+    acc.add_argument(
+        "--data", type=Path, help="ImageFolder root with train/ and val/ (required by accuracy)"
+    )
+    acc.add_argument("--init", type=Path, help="checkpoint every candidate inherits weights from")
+    acc.add_argument(
+        "--train-epochs",
+        type=int,
+        default=TrainBudget.epochs,
+        help=f"epochs of each candidate's training (default {TrainBudget.epochs})",
+    )
+    acc.add_argument(
+        "--train-img-size",
+        type=int,
+        help="train and validate a 224-px candidate at this size (others in proportion), a "
+        "cheap proxy; latency is always measured at the candidate's size (default: its size)",
+    )
+    acc.add_argument(
+        "--train-batch-size",
+        type=int,
+        default=TrainBudget.batch_size,
+        help=f"training batch (default {TrainBudget.batch_size})",
+    )
+    acc.add_argument(
+        "--train-lr",
+        type=float,
+        default=TrainBudget.lr,
+        help=f"AdamW learning rate (default {TrainBudget.lr:g})",
+    )
+    acc.add_argument(
+        "--train-device", help="cpu or cuda[:N] (default: cuda when available, else the cpu)"
+    )
+    acc.add_argument(
+        "--early-stop",
+        type=float,
+        default=TrainBudget.early_stop,
+        help="after this fraction of the epochs, stop a trial that a faster finished trial "
+        f"beat there by more than --early-stop-margin (default {TrainBudget.early_stop:g}; "
+        "0 = never)",
+    )
+    acc.add_argument(
+        "--early-stop-margin",
+        type=float,
+        default=TrainBudget.early_stop_margin,
+        help=f"points of top-1 (default {TrainBudget.early_stop_margin:g})",
     )
     p.add_argument(
         "--space",
@@ -162,10 +221,11 @@ def _print_summary(o: SearchOutcome) -> None:
     print(
         f"\nsearch {o.study_name}: budget {o.budget_ms:g} ms on {o.target.name} "
         f"(batch {o.target.batch}, threads {o.target.threads}), objective "
-        f"{o.objective.name} (a proxy, not accuracy)"
+        f"{o.objective.name}"
+        + (" (validation top-1 %, short training)" if o.training else " (a proxy, not accuracy)")
     )
     print(
-        f"{'model':<24} {'objective':>10} {'params':>8} {'MACs':>8} {'first ms':>9} "
+        f"{'model':<24} {'objective':>11} {'params':>8} {'MACs':>8} {'first ms':>9} "
         f"{'re-measured ms [95% CI]':>26}"
     )
     rows = ([o.best] if o.best else []) + o.references
@@ -173,13 +233,17 @@ def _print_summary(o: SearchOutcome) -> None:
         r = c.remeasured
         cell = f"{r.median_ms:.3f} [{r.ci_low_ms:.3f}, {r.ci_high_ms:.3f}]" if r else "-"
         value = (
-            f"{c.objective / 1e6:.2f}M"
+            "not trained"
+            if c.trained is False
+            else f"{c.objective:.1f}%"
+            if o.training
+            else f"{c.objective / 1e6:.2f}M"
             if o.objective.name in ("params", "macs")
             else f"{c.objective:.3g}"
         )
         star = " *" if c is o.best else ""
         print(
-            f"{c.config.name + star:<24} {value:>10} {c.params / 1e6:>7.2f}M "
+            f"{c.config.name + star:<24} {value:>11} {c.params / 1e6:>7.2f}M "
             f"{c.macs / 1e6:>7.1f}M {c.latency.median_ms:>9.3f} {cell:>26}"
         )
     if o.family:
@@ -203,6 +267,31 @@ def main(argv: list[str] | None = None) -> int:
         if args.timeout is not None
         else (DEFAULT_TIMEOUT_S if args.trials is None else None)
     )
+    train = None
+    if args.objective == ACCURACY or args.data is not None:
+        if args.data is None:
+            print(
+                "error: --objective accuracy needs --data DIR (an ImageFolder with train/ and "
+                "val/) to train and score each candidate",
+                file=sys.stderr,
+            )
+            return 2
+        train = TrainBudget(
+            data=args.data,
+            epochs=args.train_epochs,
+            img_size=args.train_img_size,
+            batch_size=args.train_batch_size,
+            lr=args.train_lr,
+            init=args.init,
+            early_stop=args.early_stop,
+            early_stop_margin=args.early_stop_margin,
+            threads=args.threads,
+            device=args.train_device,
+            seed=args.seed,
+        )
+    elif args.init is not None:
+        print("error: --init is for --objective accuracy (with --data)", file=sys.stderr)
+        return 2
     opts = SearchOptions(
         budget_ms=args.budget_ms,
         target=args.target,
@@ -219,6 +308,7 @@ def main(argv: list[str] | None = None) -> int:
         family=args.family,
         sampler=args.sampler,
         measure_seconds=args.measure_seconds,
+        train=train,
     )
     factory = (
         None

@@ -11,6 +11,7 @@ import csv
 import io
 import json
 import logging
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,10 @@ CSV_FIELDS = [
     "session_s",
     "measure_s",
     "objective_s",
+    "top1",
+    "early_top1",
+    "train_img_size",
+    "train_s",
     "note",
 ]
 
@@ -107,6 +112,21 @@ def trials_csv(study: optuna.Study, run: Any) -> str:
                     f"(latency >= {t.values[1]:.3f} ms)",
                 )
             row.update({k: f"{v:.3f}" for k, v in a.get("timings", {}).items()})
+            if a.get("accuracy_source", "trained") != "trained":
+                row["note"] = a["accuracy_source"]
+        row.update(
+            top1=a.get("top1"),
+            early_top1=a.get("early_top1"),
+            train_img_size=a.get("train_img_size"),
+            train_s=f"{a['train_seconds']:.1f}" if "train_seconds" in a else None,
+        )
+        if t.state == TrialState.PRUNED:
+            reason = a.get("early_stopped") or a.get("rejected")
+            row["note"] = (
+                f"early stop: {reason}" if "early_stopped" in a else f"shape rule: {reason}"
+            )
+        elif t.state == TrialState.FAIL and "fail_reason" in a:
+            row["note"] = a["fail_reason"]
         writer.writerow(row)
     return buf.getvalue()
 
@@ -128,6 +148,8 @@ def _candidate_dict(c: Any) -> dict[str, Any]:
         "reference": c.reference,
         "trial": c.trial,
         "objective": c.objective,
+        "trained": c.trained,
+        "train_img_size": c.train_img_size,
         "params": c.params,
         "macs": c.macs,
         "first_latency": _latency_dict(c.latency),
@@ -156,6 +178,14 @@ def _objective_cell(value: float, name: str) -> str:
     return f"{value:.3g}"
 
 
+def _objective_of(c: Any, name: str) -> str:
+    if c.trained is False:
+        return "not trained (over budget)"
+    if name == "accuracy":
+        return f"{c.objective:.1f} %"
+    return _objective_cell(c.objective, name)
+
+
 def candidate_table(rows: list[Any], objective: str) -> str:
     lines = [
         f"| model | objective ({objective}) | params | MACs | first latency ms | re-measured ms "
@@ -165,7 +195,7 @@ def candidate_table(rows: list[Any], objective: str) -> str:
     for c in rows:
         s = _stage_lists(c.config)
         lines.append(
-            f"| {c.config.name} | {_objective_cell(c.objective, objective)} | "
+            f"| {c.config.name} | {_objective_of(c, objective)} | "
             f"{c.params / 1e6:.2f} M | {c.macs / 1e6:.1f} M | "
             f"{c.latency.median_ms:.3f} | {_fmt_lat(c.remeasured)} | {_fmt_ratio(c)} | "
             f"{s['embed_dims']} | {s['depths']} | {s['num_heads']} |"
@@ -178,17 +208,24 @@ def _plots(outcome: Any, study: optuna.Study, run: Any, out: Path) -> list[str]:
     written = []
     pts = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        if t.user_attrs.get("latency_source") in ("measured", "cache"):
+        if t.user_attrs.get("latency_source") in ("measured", "cache") and (
+            outcome.objective.name != "accuracy" or "top1" in t.user_attrs
+        ):
             pts.append((t.values[1], t.values[0], t.number, t.user_attrs.get("reference")))
     if not pts:
         return written
     budget = outcome.budget_ms
     # every point on one basis: the first measurement (re-measured values are in the report)
     scale, unit = (1e6, " (M)") if outcome.objective.name in ("params", "macs") else (1.0, "")
-    label = f"{outcome.objective.name}{unit} (proxy, not accuracy)"
+    label = (
+        "validation top-1 % (short training)"
+        if outcome.objective.name == "accuracy"
+        else f"{outcome.objective.name}{unit} (proxy, not accuracy)"
+    )
     pts = [(x, y / scale, n, r) for x, y, n, r in pts]
-    refs = [c.latency.median_ms for c in outcome.references]
-    ref_obj = [c.objective / scale for c in outcome.references]
+    shown = [c for c in outcome.references if c.trained is not False]
+    refs = [c.latency.median_ms for c in shown]
+    ref_obj = [c.objective / scale for c in shown]
     front = [(c.latency.median_ms, c.objective / scale) for c in outcome.pareto]
     pick = outcome.best
     title = (
@@ -211,7 +248,7 @@ def _plots(outcome: Any, study: optuna.Study, run: Any, out: Path) -> list[str]:
             label="Pareto candidates",
         )
         ax.scatter(refs, ref_obj, s=60, marker="*", color="black", label="M0-M5")
-        for c, x, y in zip(outcome.references, refs, ref_obj):
+        for c, x, y in zip(shown, refs, ref_obj):
             ax.annotate(
                 c.reference.replace("efficientvit_", "").upper(),
                 (x, y),
@@ -272,7 +309,7 @@ def _plots(outcome: Any, study: optuna.Study, run: Any, out: Path) -> list[str]:
                 y=ref_obj,
                 mode="markers+text",
                 name="M0-M5",
-                text=[c.reference.replace("efficientvit_", "").upper() for c in outcome.references],
+                text=[c.reference.replace("efficientvit_", "").upper() for c in shown],
                 textposition="top right",
                 marker={"symbol": "star", "size": 13, "color": "black"},
             )
@@ -345,17 +382,29 @@ def write_outputs(outcome: Any, study: optuna.Study, run: Any) -> None:
     files = ["trials.csv", "pareto.yaml", "measurements.jsonl"]
     best = outcome.best
     onnx_note = ""
-    for stale in ("best.yaml", "best.onnx"):
+    for stale in ("best.yaml", "best.onnx", "best.pth"):
         (out / stale).unlink(missing_ok=True)
     if best is not None:
         save_yaml(best.config, out / "best.yaml")
         files.append("best.yaml")
+        source: Any = best.config
+        if best.checkpoint is not None:  # the accuracy objective: the trained weights
+            shutil.copyfile(best.checkpoint, out / ".best.pth.part")
+            (out / ".best.pth.part").replace(out / "best.pth")
+            files.append("best.pth")
+            source = out / "best.pth"
         try:
-            result = export_onnx(best.config, out / "best.onnx", batch=outcome.target.batch)
+            result = export_onnx(source, out / "best.onnx", batch=outcome.target.batch)
             files.append("best.onnx")
             v = result.verification
+            weights = (
+                f"the trained weights of `best.pth` ({best.train_img_size} px input, class "
+                "names included)"
+                if best.checkpoint is not None
+                else "random weights"
+            )
             onnx_note = (
-                f"`best.onnx`: random weights, verified against PyTorch (max rel. "
+                f"`best.onnx`: {weights}, verified against PyTorch (max rel. "
                 f"error {v.max_rel_error:.1e}, top-1 agreement "
                 f"{v.top1_agreement:.0%}) on {v.exercised}."
             )
@@ -405,7 +454,53 @@ def summary(outcome: Any) -> dict[str, Any]:
         "fastest": _candidate_dict(outcome.fastest) if outcome.fastest else None,
         "references": [_candidate_dict(c) for c in outcome.references],
         "stats": {k: v for k, v in outcome.stats.items() if k != "timings"},
+        "training": outcome.training,
     }
+
+
+def _training_line(outcome: Any) -> str:
+    t, stats = outcome.training, outcome.stats
+    size = (
+        f"at {t['train_img_size']} px for a 224-px candidate (others in proportion), a proxy for "
+        "the candidate's own resolution"
+        if t["train_img_size"]
+        else "at the candidate's own resolution"
+    )
+    init = f", weights inherited from `{t['init']}`" if t["init"] else ""
+    return (
+        f"Each candidate within the budget trained {t['epochs']} epoch(s) on `{t['data']}/train` "
+        f"{size} (batch {t['batch_size']}, lr {t['lr']:g}, seed {t['seed']}{init}) and was "
+        f"scored on `{t['data']}/val`; candidates over the budget were not trained. This run "
+        f"trained {stats.get('trained', 0)} ({stats.get('train_seconds', 0):.0f} s of training); "
+        f"the early-stop rule stopped {stats.get('early_stopped', 0)}, saving about "
+        f"{stats.get('early_saved_s', 0):.0f} s."
+    )
+
+
+def _accuracy_comparison(outcome: Any) -> str:
+    """The pick's accuracy next to every trained reference's, with the paired latency ratio."""
+    best = outcome.best
+    parts = []
+    for ref in outcome.references:
+        if ref.trained is False:
+            continue
+        cell = f"{ref.reference} {ref.objective:.1f} %"
+        run = outcome.interleaved
+        if run is not None and ref.slot is not None and best.slot is not None:
+            r = run.ratio(best.slot, ref.slot)
+            cell += (
+                f" (latency pick/{ref.reference} {r.ratio:.2f} [{r.ci_low:.2f}, {r.ci_high:.2f}])"
+            )
+        parts.append(cell)
+    over = [r.reference for r in outcome.references if r.trained is False]
+    text = (
+        f"Validation top-1 under the same short training: **pick {best.objective:.1f} %**"
+        + (", " + ", ".join(parts) if parts else "")
+        + "."
+    )
+    if over:
+        text += f" Over the budget, so not trained: {', '.join(over)}."
+    return text
 
 
 def report_markdown(outcome: Any, files: list[str], onnx_note: str, family_md: str) -> str:
@@ -424,7 +519,7 @@ def report_markdown(outcome: Any, files: list[str], onnx_note: str, family_md: s
         f"({env.get('cpu')}, threads {t.threads}, "
         f"{', '.join(f'{k} {v}' for k, v in env.get('versions', {}).items())})",
         f"- Objective: `{outcome.objective.name}`: {outcome.objective.description}. "
-        "No accuracy was measured.",
+        + (_training_line(outcome) if outcome.training else "No accuracy was measured."),
         f"- Trials: {stats.get('trials')} in the study; this run measured "
         f"{stats.get('measured')}, reused {stats.get('cache')} cached measurements, "
         f"pre-filtered {stats.get('prefiltered')}, failed {stats.get('failed')}; "
@@ -453,6 +548,8 @@ def report_markdown(outcome: Any, files: list[str], onnx_note: str, family_md: s
             f"Config: `best.yaml` (load with `evit.create_model('best.yaml')`). {onnx_note}",
             "",
         ]
+        if outcome.training:
+            lines += [_accuracy_comparison(outcome), ""]
     else:
         fastest = outcome.fastest
         lat = (fastest.remeasured or fastest.latency) if fastest else None
@@ -479,7 +576,8 @@ def report_markdown(outcome: Any, files: list[str], onnx_note: str, family_md: s
             "## Regenerated family (S0-S5)",
             "",
             "Each S replaces the M whose re-measured latency it does not exceed, "
-            "chosen by the objective (a proxy: accuracy unverified).",
+            "chosen by the objective"
+            + ("." if outcome.training else " (a proxy: accuracy unverified)."),
             "",
             family_md,
             "",

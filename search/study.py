@@ -9,14 +9,23 @@ the budget; those trials carry a latency *bound* labelled as such and are never 
 feasible. Measurements hold the device exclusively (``edge.devicelock``). At the end, the Pareto
 candidates and the references M0-M5 are re-measured interleaved in one run, and one rule
 (``search.selection``) picks the best and the family.
+
+With ``objective="accuracy"`` (``search.accuracy``) a trial measures latency first; a config
+over the budget is never trained; one within it trains briefly on the user's data (under the
+device lock in shared mode, so that no measurement runs on the same cores meanwhile) and scores
+validation top-1; an early-stop rule ends hopeless trainings; trained weights are kept only for
+the current Pareto set (``trials/<number>/best.pth``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import hashlib
 import logging
 import math
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,12 +38,20 @@ import evit
 from edge.devicelock import device_lock
 from edge.latency import InterleavedResult, LatencyResult, measure_interleaved
 from evit.config import ModelConfig
+from search.accuracy import (
+    EarlyRecord,
+    EarlyStopped,
+    TrainBudget,
+    check_init,
+    epoch_top1,
+    train_candidate,
+)
 from search.cache import MeasurementLog
 from search.candidates import Candidate
-from search.objectives import Objective, get_objective
+from search.objectives import ACCURACY, Objective, get_objective
 from search.prefilter import PreFilter, gemm_peak_macs_per_ms
 from search.selection import choose_remeasure, pick_best, pick_family
-from search.space import SearchSpace, load_space, reference_configs
+from search.space import ACCURACY_SPACE, SearchSpace, load_space, reference_configs
 from search.storage import (
     WorkerPresence,
     make_storage,
@@ -46,6 +63,7 @@ from search.targets import Target, resolve_target
 
 log = logging.getLogger(__name__)
 
+TRIALS = "trials"  # trained weights of the accuracy objective's Pareto set: trials/<number>/
 SAMPLERS = ("tpe", "nsga2", "random")
 
 
@@ -70,6 +88,7 @@ class SearchOptions:
     measure_seconds: float = 2.0
     remeasure: int = 6
     remeasure_block_seconds: float = 0.12
+    train: TrainBudget | None = None  # the accuracy objective's training
 
     def check(self) -> None:
         if not (self.budget_ms > 0 and math.isfinite(self.budget_ms)):
@@ -85,6 +104,16 @@ class SearchOptions:
         if self.sampler not in SAMPLERS:
             raise ValueError(
                 f"unknown sampler {self.sampler!r}; choose one of {', '.join(SAMPLERS)}"
+            )
+        if self.objective == ACCURACY and self.train is None:
+            raise ValueError(
+                "--objective accuracy needs --data DIR (an ImageFolder with train/ and val/) "
+                "to train and score each candidate"
+            )
+        if self.objective != ACCURACY and self.train is not None:
+            raise ValueError(
+                f"--data trains candidates, which only --objective accuracy does (objective "
+                f"{self.objective!r} is a training-free proxy)"
             )
 
 
@@ -102,6 +131,8 @@ class SearchOutcome:
     stats: dict[str, Any] = field(default_factory=dict)
     family: list[tuple[Candidate, Candidate]] = field(default_factory=list)
     interrupted: bool = False
+    training: dict[str, Any] | None = None  # the accuracy objective's TrainBudget.settings()
+    interleaved: InterleavedResult | None = None  # the final re-measurement (paired ratios)
 
 
 # --- the study -----------------------------------------------------------------------------
@@ -123,7 +154,9 @@ def default_study_name(target: str, opts: SearchOptions, threads: int | None) ->
 
 
 def _settings(opts: SearchOptions, target: Target, space: SearchSpace) -> dict[str, Any]:
+    training = {"training": opts.train.settings()} if opts.train is not None else {}
     return {
+        **training,
         "budget_ms": opts.budget_ms,
         "target": target.name,
         "batch": target.batch,
@@ -152,6 +185,32 @@ class NothingFits(ValueError):
     """Even the smallest configuration of the space is slower than the budget."""
 
 
+def counted_trials(study: optuna.Study) -> int:
+    """Trials that count towards ``--trials``: finished, except configs the shape rules
+    rejected before anything was computed."""
+    return sum(
+        1
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+        if "rejected" not in t.user_attrs
+    )
+
+
+def _front(trials: list[FrozenTrial]) -> set[int]:
+    """Numbers of the trials no other trial beats in both top-1 and latency."""
+
+    def point(t: FrozenTrial) -> tuple[float, float]:
+        return t.user_attrs["top1"], t.user_attrs["latency_median_ms"]
+
+    return {
+        t.number
+        for t in trials
+        if not any(
+            point(o)[0] >= point(t)[0] and point(o)[1] <= point(t)[1] and point(o) != point(t)
+            for o in trials
+        )
+    }
+
+
 def _blocks(config: ModelConfig) -> int:
     """Attention heads over all blocks: each runs its own small ops, whatever its MACs."""
     return sum(s.depth * s.num_heads for s in config.stages)
@@ -163,8 +222,17 @@ class SearchRun:
     def __init__(self, opts: SearchOptions) -> None:
         opts.check()
         self.opts = opts
-        self.space = load_space(opts.space)
         self.objective = get_objective(opts.objective)
+        self.budget = opts.train
+        self.space = load_space(opts.space if opts.space or self.budget is None else ACCURACY_SPACE)
+        self.classes: list[str] = []
+        if self.budget is not None:
+            self.classes = self.budget.check()
+            self.space = dataclasses.replace(self.space, num_classes=len(self.classes))
+            self.budget.check_sizes(self.space.img_size)
+            check_init(
+                self.budget, [self.space.smallest(), self.space.largest()], len(self.classes)
+            )
         target_name = resolve_target(opts.target)
         self.target = Target(
             target_name, batch=opts.batch, threads=opts.threads, max_seconds=opts.measure_seconds
@@ -183,7 +251,9 @@ class SearchRun:
             else None
         )
         self.prefilter = PreFilter(opts.budget_ms, peak)
-        self.stats = {"measured": 0, "cache": 0, "prefiltered": 0, "failed": 0}
+        self.stats = {"measured": 0, "cache": 0, "prefiltered": 0, "failed": 0, "rejected": 0}
+        if self.budget is not None:
+            self.stats.update(trained=0, early_stopped=0, train_seconds=0.0, early_saved_s=0.0)
         self.timings: list[dict[str, float]] = []
         self.current_trial: int | None = None
         self.interleaved: InterleavedResult | None = None  # the final re-measurement
@@ -301,6 +371,8 @@ class SearchRun:
         self.current_trial = trial.number
         try:
             return self._evaluate(trial)
+        except optuna.TrialPruned:
+            raise
         except Exception as e:
             reason = f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:300]}"
             trial.set_user_attr("fail_reason", reason)
@@ -310,14 +382,22 @@ class SearchRun:
     def _evaluate(self, trial: optuna.Trial) -> tuple[float, float]:
         trial.set_user_attr("worker", worker_id())
         config = self.space.sample(trial)
+        reference = trial.user_attrs.get("reference")  # references are always measured
+        broken = None if reference else self.space.rules.violation(config)
+        if broken:  # rejected before anything is computed
+            self.stats["rejected"] += 1
+            trial.set_user_attr("rejected", broken)
+            raise optuna.TrialPruned(f"shape rule: {broken}")
         arch = config.architecture_hash()
         config = config.replace(name=f"searched_{arch[:8]}")
         costs = evit.model_costs(config)
         timings: dict[str, float] = {}
-        start = time.perf_counter()
-        with device_lock(self.target.device_key, exclusive=False):  # heavy, not a measurement
-            score = self.objective.evaluate(config)
-        timings["objective_s"] = time.perf_counter() - start
+        score: float | None = None  # the accuracy objective scores after the measurement
+        if self.budget is None:
+            start = time.perf_counter()
+            with device_lock(self.target.device_key, exclusive=False):  # heavy, not measuring
+                score = self.objective.evaluate(config)
+            timings["objective_s"] = time.perf_counter() - start
         for key, value in {
             "arch_hash": arch,
             "params": costs.params,
@@ -326,7 +406,6 @@ class SearchRun:
             "blocks": _blocks(config),
         }.items():
             trial.set_user_attr(key, value)
-        reference = trial.user_attrs.get("reference")  # references are always measured
         skip = None if reference else self._prefilter(costs.macs, costs.activation_bytes, config)
         if skip is not None:
             reason, bound = skip
@@ -334,7 +413,7 @@ class SearchRun:
             trial.set_user_attr("latency_source", "prefilter-bound")
             trial.set_user_attr("prefilter_reason", reason)
             trial.set_constraint("latency_ms", bound - self.opts.budget_ms)
-            return score, bound
+            return (0.0 if score is None else score), bound
         result, source = self._measured_before(trial.study, arch), "cache"
         if result is None:
             with device_lock(self.target.device_key) as held:  # nothing else runs meanwhile
@@ -367,34 +446,151 @@ class SearchRun:
         }.items():
             trial.set_user_attr(key, value)
         trial.set_constraint("latency_ms", result.median_ms - self.opts.budget_ms)
+        if score is None:
+            score = self._accuracy(trial, config, arch, result, reference)
         return score, result.median_ms
+
+    # the accuracy objective --------------------------------------------------------------
+    def _train_shares_device(self) -> bool:
+        """Training holds the device lock (shared) when it runs where latency is measured."""
+        gpu_target = self.target.name in ("trt", "torch-cuda")
+        device = self.budget.device if self.budget else None
+        if device is None:
+            import torch
+
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        return gpu_target == device.startswith("cuda")
+
+    def _early_records(self, study: optuna.Study) -> list[EarlyRecord]:
+        return [
+            EarlyRecord(t.number, t.user_attrs["latency_median_ms"], t.user_attrs["early_top1"])
+            for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if "early_top1" in t.user_attrs and "latency_median_ms" in t.user_attrs
+        ]
+
+    def _trained_before(self, study: optuna.Study, arch: str) -> FrozenTrial | None:
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            if t.user_attrs.get("arch_hash") == arch and "top1" in t.user_attrs:
+                return t
+        return None
+
+    def _accuracy(
+        self,
+        trial: optuna.Trial,
+        config: ModelConfig,
+        arch: str,
+        latency: LatencyResult,
+        reference: str | None,
+    ) -> float:
+        """Train a config that fits, score validation top-1; over the budget scores 0."""
+        budget = self.budget
+        assert budget is not None
+        if latency.median_ms > self.opts.budget_ms:
+            trial.set_user_attr("accuracy_source", "not trained: over the budget")
+            return 0.0
+        same = self._trained_before(trial.study, arch)
+        if same is not None:  # the same architecture under the same training: the same score
+            for key in ("top1", "early_top1", "curve", "train_img_size"):
+                if key in same.user_attrs:
+                    trial.set_user_attr(key, same.user_attrs[key])
+            trial.set_user_attr("accuracy_source", f"trial {same.number}")
+            return float(same.user_attrs["top1"])
+        rule = budget.rule()
+        folder = self.out / TRIALS / f"{trial.number:05d}"
+        curve: list[float] = []
+
+        def on_epoch(epoch: int, record: dict[str, Any]) -> None:
+            top1 = epoch_top1(record)
+            curve.append(round(top1, 3))
+            trial.set_user_attr("curve", curve)
+            if epoch + 1 == rule.check_epoch:
+                trial.set_user_attr("early_top1", top1)
+                beaten = self._early_records(trial.study)
+                leader = rule.beaten_by(latency.median_ms, top1, beaten)
+                if leader is not None and not reference:
+                    raise EarlyStopped(epoch + 1, top1, leader)
+
+        trial.set_user_attr("train_img_size", budget.train_img_size(config.img_size))
+        lock = (
+            device_lock(self.target.device_key, exclusive=False)
+            if self._train_shares_device()
+            else contextlib.nullcontext()
+        )
+        start = time.perf_counter()
+        try:
+            with lock:
+                outcome = train_candidate(config, budget, folder, on_epoch)
+        except EarlyStopped as e:
+            elapsed = time.perf_counter() - start
+            saved = elapsed / e.epoch * (budget.epochs - e.epoch)
+            self.stats["early_stopped"] += 1
+            self.stats["train_seconds"] += elapsed
+            self.stats["early_saved_s"] += saved
+            trial.set_user_attr("early_stopped", str(e))
+            trial.set_user_attr("train_seconds", elapsed)
+            trial.set_user_attr("early_saved_s", saved)
+            shutil.rmtree(folder, ignore_errors=True)
+            raise optuna.TrialPruned(f"early stop: {e}") from None
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        (folder / "last.pth").unlink(missing_ok=True)  # best.pth and metrics.jsonl stay
+        self.stats["trained"] += 1
+        self.stats["train_seconds"] += outcome.seconds
+        for key, value in {
+            "top1": outcome.top1,
+            "train_seconds": outcome.seconds,
+            "checkpoint": str(folder.relative_to(self.out) / "best.pth"),
+            "accuracy_source": "trained",
+        }.items():
+            trial.set_user_attr(key, value)
+        return outcome.top1
+
+    def keep_pareto_checkpoints(self, study: optuna.Study) -> None:
+        """Delete the trained weights of finished trials off the (accuracy, latency) front."""
+        folder = self.out / TRIALS
+        if not folder.is_dir():
+            return
+        trials = {t.number: t for t in study.get_trials(deepcopy=False)}
+        trained = [
+            t
+            for t in trials.values()
+            if t.state == TrialState.COMPLETE and "checkpoint" in t.user_attrs
+        ]
+        searched = [t for t in trained if "reference" not in t.user_attrs]
+        # the selection picks from the searched front; the report compares with references
+        keep = _front(searched) | _front(trained)
+        for d in folder.iterdir():
+            t = trials.get(int(d.name)) if d.name.isdigit() else None
+            if t is not None and t.state.is_finished() and t.number not in keep:
+                shutil.rmtree(d, ignore_errors=True)
 
     # the loop ----------------------------------------------------------------------------
     def optimize(self, study: optuna.Study, progress: Any | None) -> None:
         callbacks: list[Any] = []
-        if self.opts.trials is not None:
-            callbacks.append(
-                optuna.study.MaxTrialsCallback(
-                    self.opts.trials, states=(TrialState.COMPLETE, TrialState.PRUNED)
-                )
-            )
+        trials = self.opts.trials
+
+        def enough(study: optuna.Study, trial: FrozenTrial) -> None:
+            if trials is not None and counted_trials(study) >= trials:
+                study.stop()
+
+        callbacks.append(enough)
         if progress is not None:
             callbacks.append(progress)
 
         def on_error(study: optuna.Study, trial: FrozenTrial) -> None:
             if trial.state == TrialState.FAIL:
                 self.stats["failed"] += 1
+            if self.budget is not None:
+                self.keep_pareto_checkpoints(study)
 
         callbacks.append(on_error)
-        already = len(
-            study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
-        )
-        if self.opts.trials is not None and already >= self.opts.trials:
+        if trials is not None and counted_trials(study) >= trials:
             return
         try:
             study.optimize(
                 self.evaluate,
-                n_trials=None if self.opts.trials is None else self.opts.trials - already,
+                n_trials=None,
                 timeout=self.opts.timeout,
                 callbacks=callbacks,
                 catch=(Exception,),
@@ -446,17 +642,21 @@ class SearchRun:
             if latency is None:
                 log.warning("trial %d has no readable latency; left out", t.number)
                 continue
-            out.append(
-                Candidate(
-                    config=config.replace(name=name),
-                    objective=t.values[0],
-                    latency=latency,
-                    params=attrs["params"],
-                    macs=attrs["macs"],
-                    trial=t.number,
-                    reference=reference,
-                )
+            candidate = Candidate(
+                config=config.replace(name=name),
+                objective=t.values[0],
+                latency=latency,
+                params=attrs["params"],
+                macs=attrs["macs"],
+                trial=t.number,
+                reference=reference,
             )
+            if self.budget is not None:
+                candidate.trained = "top1" in attrs
+                candidate.train_img_size = attrs.get("train_img_size")
+                path = self.out / attrs["checkpoint"] if "checkpoint" in attrs else None
+                candidate.checkpoint = path if path is not None and path.is_file() else None
+            out.append(candidate)
         return out
 
     def remeasure(self, cands: list[Candidate]) -> None:
@@ -517,11 +717,12 @@ def run_search(opts: SearchOptions, progress_factory: Any | None = None) -> Sear
             latency = run.target.measure(config)
         refs[name] = Candidate(
             config=config,
-            objective=run.objective.evaluate(config),
+            objective=0.0 if run.budget else run.objective.evaluate(config),
             latency=latency,
             params=evit.model_costs(config).params,
             macs=evit.model_costs(config).macs,
             reference=name,
+            trained=False if run.budget else None,
         )
     references = [refs[name] for name in reference_configs() if name in refs]
     family_lat = [r.latency.median_ms for r in references] if opts.family else None
@@ -560,6 +761,8 @@ def run_search(opts: SearchOptions, progress_factory: Any | None = None) -> Sear
         stats=stats,
         family=family,
         interrupted=interrupted,
+        training=opts.train.settings() if opts.train is not None else None,
+        interleaved=run.interleaved,
     )
     write_outputs(outcome, study, run)
     return outcome

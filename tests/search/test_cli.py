@@ -70,7 +70,12 @@ def test_end_to_end_on_onnx_runtime(tmp_path, tiny_space, capsys):
     ("argv", "message"),
     [
         (["--budget-ms", "2", "--target", "tpu"], None),
-        (["--budget-ms", "2", "--objective", "accuracy"], None),
+        (["--budget-ms", "2", "--objective", "nonsense"], None),
+        (
+            ["--budget-ms", "2", "--objective", "accuracy"],
+            "error: --objective accuracy needs --data DIR",
+        ),
+        (["--budget-ms", "2", "--init", "x.pth"], "error: --init is for --objective accuracy"),
         (["--budget-ms", "-1"], "error: --budget-ms -1.0: must be a positive number"),
         (["--budget-ms", "2", "--space", "missing.yaml"], "error: cannot read search space"),
         (["--budget-ms", "2", "--target", "trt"], "error: target trt unavailable"),

@@ -1,0 +1,378 @@
+"""The accuracy objective: train-after-measure, early stop, checkpoints, resume, bad input.
+
+Training is faked deterministically (accuracy a function of the config, one call per epoch)
+except in the last test, which trains for real on a tiny generated dataset.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import onnx
+import optuna
+import pytest
+import torch
+import yaml
+from optuna.trial import TrialState
+
+import evit
+from search import study as study_module
+from search.accuracy import (
+    EarlyRecord,
+    EarlyStopRule,
+    TrainBudget,
+    TrainOutcome,
+    check_init,
+)
+from search.cli import main as search_main
+from search.study import SearchOptions, run_search
+from tests.search.conftest import TINY_SPACE, fake_latency_ms
+
+BUDGET_MS = 1.5
+EPOCHS = 3
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory):
+    from evit.train.synthetic import write_synthetic
+
+    root = tmp_path_factory.mktemp("data") / "shapes"
+    write_synthetic(root, num_classes=2, per_class=8, size=32, seed=0, val_per_class=4)
+    return root
+
+
+def fake_accuracy(config, epoch: int) -> float:
+    """Top-1 after ``epoch`` (1-based): grows with width and epochs; the first stage's FFN
+    ratio, which costs no (fake) latency, is worth 15 points, so that configs of equal
+    latency differ and the early-stop rule has something to stop."""
+    final = 30 + sum(s.embed_dim for s in config.stages) / 4
+    final += 15 if config.stages[0].ffn_ratio == 2.0 else 0
+    return final * epoch / EPOCHS
+
+
+class FakeTraining:
+    """Stands in for ``train_candidate``: writes a real (random) checkpoint with class names."""
+
+    def __init__(self, fail_when=None):
+        self.trained: list = []  # (config, epochs run)
+        self.fail_when = fail_when
+
+    def __call__(self, config, budget, out, on_epoch):
+        if self.fail_when is not None and self.fail_when(config):
+            raise RuntimeError("simulated training crash")
+        from pathlib import Path
+
+        out = Path(out)
+        out.mkdir(parents=True)
+        history = []
+        epochs_run = 0
+        try:
+            for epoch in range(budget.epochs):
+                time.sleep(0.001)
+                top1 = fake_accuracy(config, epoch + 1)
+                record = {"val_top1": top1, "epoch": epoch + 1}
+                history.append(record)
+                epochs_run = epoch + 1
+                if on_epoch is not None:
+                    on_epoch(epoch, record)
+        finally:
+            self.trained.append((config, epochs_run))
+        trained = config.at_img_size(budget.train_img_size(config.img_size)).replace(num_classes=2)
+        model = evit.create_model(trained)
+        evit.save_checkpoint(model, out / "best.pth", {}, class_names=["first", "second"])
+        (out / "last.pth").write_bytes(b"resume state")
+        return TrainOutcome(history[-1]["val_top1"], history, out / "best.pth", 0.01)
+
+
+@pytest.fixture
+def fake_training(monkeypatch):
+    fake = FakeTraining()
+    monkeypatch.setattr(study_module, "train_candidate", fake)
+    return fake
+
+
+def _opts(tmp_path, space, data, **kw):
+    train = TrainBudget(data=data, epochs=EPOCHS, batch_size=4, early_stop=0.33)
+    base = dict(
+        budget_ms=BUDGET_MS,
+        target="ort-cpu",
+        trials=24,
+        space=space,
+        out=tmp_path / "run",
+        remeasure_block_seconds=0.001,
+        objective="accuracy",
+        train=train,
+    )
+    base.update(kw)
+    return SearchOptions(**base)
+
+
+def _study(outcome):
+    return optuna.load_study(
+        study_name=outcome.study_name, storage=f"sqlite:///{outcome.out / 'study.db'}"
+    )
+
+
+# --- the early-stop rule -----------------------------------------------------------------
+
+
+def test_early_stop_rule_needs_a_faster_trial_ahead_by_the_margin():
+    rule = EarlyStopRule.for_budget(epochs=3, fraction=0.33, margin=2.0)
+    assert rule.check_epoch == 1
+    finished = [EarlyRecord(0, 1.0, 30.0), EarlyRecord(1, 2.0, 40.0), EarlyRecord(2, 5.0, 60.0)]
+    assert rule.beaten_by(2.0, 37.0, finished).trial == 1  # equal latency counts
+    assert rule.beaten_by(2.0, 38.0, finished) is None  # 2 points ahead is within the margin
+    assert rule.beaten_by(1.5, 20.0, finished).trial == 0  # only faster ones compare
+    assert rule.beaten_by(0.5, 0.0, finished) is None  # nothing is faster
+    assert EarlyStopRule.for_budget(3, 0.0, 2.0).check_epoch == 0  # off
+    assert EarlyStopRule.for_budget(1, 0.5, 2.0).check_epoch == 0  # no epoch before the end
+    with pytest.raises(ValueError, match=r"--early-stop 1.5: must be in \[0, 1\)"):
+        EarlyStopRule.for_budget(3, 1.5, 2.0)
+    with pytest.raises(ValueError, match="--early-stop-margin -1"):
+        EarlyStopRule.for_budget(3, 0.5, -1.0)
+
+
+def test_proxy_training_sizes_scale_and_must_stay_distinct(tmp_path):
+    budget = TrainBudget(data=tmp_path, img_size=64)
+    assert [budget.train_img_size(s) for s in (192, 224, 256)] == [48, 64, 80]
+    budget.check_sizes([192, 224, 256])
+    with pytest.raises(ValueError, match=r"img_size 160 and 192 .* both train at 48 px"):
+        budget.check_sizes([160, 192, 224])
+    assert TrainBudget(data=tmp_path).train_img_size(192) == 192  # no proxy: its own size
+
+
+# --- the search with the accuracy objective ------------------------------------------------
+
+
+def test_accuracy_search_trains_only_what_fits_and_stops_hopeless_trials(
+    tmp_path, tiny_space, shapes, fake_target, fake_training
+):
+    outcome = run_search(_opts(tmp_path, tiny_space, shapes))
+    study = _study(outcome)
+    trials = study.trials
+    # latency first: nothing over the budget was ever trained
+    assert fake_training.trained
+    assert all(fake_latency_ms(c) <= BUDGET_MS for c, _ in fake_training.trained)
+    over = [t for t in trials if t.user_attrs.get("latency_median_ms", 0) > BUDGET_MS]
+    assert over and all("top1" not in t.user_attrs for t in over)
+    assert all(t.user_attrs["accuracy_source"].startswith("not trained") for t in over)
+    # the objective is the validation accuracy of the (fake) training
+    complete = [t for t in trials if t.state == TrialState.COMPLETE and "top1" in t.user_attrs]
+    for t in complete:
+        assert t.values[0] == t.user_attrs["top1"]
+    # early stop: every stopped trial was beaten at epoch 1 by a finished, faster trial
+    stopped = [t for t in trials if t.state == TrialState.PRUNED]
+    assert stopped, "the fake accuracies leave hopeless trials to stop"
+    for t in stopped:
+        early = t.user_attrs["early_top1"]
+        lat = t.user_attrs["latency_median_ms"]
+        assert any(
+            o.user_attrs.get("early_top1", -1) > early + 2.0
+            and o.user_attrs["latency_median_ms"] <= lat
+            and o.datetime_complete < t.datetime_complete
+            for o in complete
+        )
+        assert t.user_attrs["early_saved_s"] > 0 and "reached" in t.user_attrs["early_stopped"]
+    stopped_runs = [n for _, n in fake_training.trained if n < EPOCHS]
+    assert len(stopped_runs) == len(stopped) and set(stopped_runs) == {1}
+    assert outcome.stats["early_stopped"] == len(stopped)
+    assert outcome.stats["early_saved_s"] > 0
+    # weights kept only for the Pareto set, without resume state
+    kept = {int(p.name) for p in (outcome.out / "trials").iterdir()}
+    front = study_module._front([t for t in complete if "checkpoint" in t.user_attrs])
+    searched = study_module._front(
+        [t for t in complete if "checkpoint" in t.user_attrs and "reference" not in t.user_attrs]
+    )
+    assert kept == front | searched
+    assert not list((outcome.out / "trials").glob("*/last.pth"))
+    # the pick: the most accurate re-measured candidate within the budget, with its weights
+    best = outcome.best
+    fits = [c for c in outcome.pareto if c.remeasured.ci_high_ms <= BUDGET_MS]
+    assert best.objective == max(c.objective for c in fits)
+    assert best.trained and best.checkpoint is not None
+    meta = {p.key: p.value for p in onnx.load(outcome.out / "best.onnx").metadata_props}
+    assert json.loads(meta["evit.class_names"]) == ["first", "second"]
+    assert (outcome.out / "best.pth").is_file()
+    report = (outcome.out / "report.md").read_text()
+    assert "No accuracy was measured" not in report
+    assert f"pick {best.objective:.1f} %" in report and "the trained weights" in report
+    assert f"stopped {len(stopped)}" in report
+    summary = json.loads((outcome.out / "summary.json").read_text())
+    assert summary["training"]["epochs"] == EPOCHS and summary["best"]["trained"] is True
+
+
+def test_accuracy_study_resumes_without_training_twice(
+    tmp_path, tiny_space, shapes, fake_target, fake_training
+):
+    first = run_search(_opts(tmp_path, tiny_space, shapes, trials=8))
+    trained_first = len(fake_training.trained)
+    before = {t.number: t.values for t in _study(first).get_trials(states=(TrialState.COMPLETE,))}
+    second = run_search(_opts(tmp_path, tiny_space, shapes, trials=14))
+    study = _study(second)
+    counted = study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))
+    assert len(counted) == 14
+    after = {t.number: t.values for t in study.get_trials(states=(TrialState.COMPLETE,))}
+    assert all(after[n] == v for n, v in before.items())  # finished trials kept as they were
+    new_trainings = len(fake_training.trained) - trained_first
+    new_trials = [t for t in counted if t.number not in before]
+    assert new_trainings <= len(new_trials)  # nothing finished before was trained again
+    with pytest.raises(ValueError, match=r"created with other settings .*training"):
+        run_search(
+            _opts(
+                tmp_path,
+                tiny_space,
+                shapes,
+                trials=14,
+                train=TrainBudget(data=shapes, epochs=EPOCHS + 1, batch_size=4),
+            )
+        )
+
+
+def test_a_training_crash_fails_that_trial_only(
+    tmp_path, tiny_space, shapes, fake_target, monkeypatch, caplog
+):
+    fake = FakeTraining(fail_when=lambda c: c.stages[0].num_heads == 2)
+    monkeypatch.setattr(study_module, "train_candidate", fake)
+    outcome = run_search(_opts(tmp_path, tiny_space, shapes, trials=16))
+    failed = _study(outcome).get_trials(states=(TrialState.FAIL,))
+    assert failed
+    assert all("simulated training crash" in t.user_attrs["fail_reason"] for t in failed)
+    assert "simulated training crash" in caplog.text
+    assert outcome.best is not None and outcome.best.config.stages[0].num_heads == 1
+    assert not any((outcome.out / "trials" / f"{t.number:05d}").exists() for t in failed)
+
+
+# --- bad input -----------------------------------------------------------------------------
+
+
+def test_accuracy_without_data_is_a_one_line_error(capsys):
+    assert search_main(["--budget-ms", "2", "--objective", "accuracy"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --objective accuracy needs --data DIR") and "\n" not in err
+    with pytest.raises(ValueError, match="--objective accuracy needs --data"):
+        SearchOptions(budget_ms=2, objective="accuracy").check()
+    with pytest.raises(ValueError, match="only --objective accuracy"):
+        SearchOptions(budget_ms=2, train=TrainBudget(data="x")).check()
+
+
+def test_data_without_val_is_refused(tmp_path, shapes, capsys):
+    import shutil
+
+    flat = tmp_path / "noval"
+    shutil.copytree(shapes / "train", flat / "train")
+    with pytest.raises(ValueError, match=r"--data .*noval: no val/ folder"):
+        TrainBudget(data=flat).check()
+    with pytest.raises(ValueError, match="no such folder"):
+        TrainBudget(data=tmp_path / "missing").check()
+    code = search_main(
+        [
+            "--budget-ms",
+            "2",
+            "--objective",
+            "accuracy",
+            "--data",
+            str(flat),
+            "--out",
+            str(tmp_path / "o"),
+        ]
+    )
+    assert code == 2 and "no val/ folder" in capsys.readouterr().err
+
+
+def test_an_init_that_cannot_be_inherited_names_the_tensor(tmp_path, shapes):
+    from search.space import load_space
+
+    config = evit.load_config("m0").replace(num_classes=2)
+    model = evit.create_model(config)
+    evit.save_checkpoint(model, tmp_path / "good.pth", {})
+    sd = torch.load(tmp_path / "good.pth", weights_only=False)
+    key = next(k for k in sd["state_dict"] if k.endswith("dws.0.conv.weight"))
+    sd["state_dict"][key] = sd["state_dict"][key][:, 0]  # 3-D where the space needs 4-D
+    torch.save(sd, tmp_path / "bad.pth")
+    space = load_space(None)
+    budget = TrainBudget(data=shapes, init=tmp_path / "bad.pth", img_size=64)
+    with pytest.raises(ValueError) as e:
+        check_init(budget, [space.smallest(), space.largest()], 2)
+    message = str(e.value)
+    assert message.startswith("--init ") and key in message and "shape" in message
+    assert "\n" not in message
+    good = TrainBudget(data=shapes, init=tmp_path / "good.pth", img_size=64)
+    check_init(good, [space.smallest(), space.largest()], 2)  # inheritable: no error
+    with pytest.raises(ValueError, match=r"--init .*nothere.pth: no such file"):
+        TrainBudget(data=shapes, init=tmp_path / "nothere.pth", batch_size=4).check()
+
+
+# --- shape rules ---------------------------------------------------------------------------
+
+
+def test_shape_rules_reject_configs_before_any_measurement(tmp_path, fake_target):
+    space = {**TINY_SPACE, "rules": {"non_decreasing_widths": True, "min_first_width": 16}}
+    path = tmp_path / "space.yaml"
+    path.write_text(yaml.safe_dump(space))
+    from search.space import load_space
+
+    loaded = load_space(path)
+    assert [s.embed_dim for s in loaded.smallest().stages] == [16, 16]
+    outcome = run_search(
+        SearchOptions(
+            budget_ms=BUDGET_MS,
+            target="ort-cpu",
+            trials=10,
+            space=str(path),
+            out=tmp_path / "run",
+            remeasure_block_seconds=0.001,
+        )
+    )
+    study = _study(outcome)
+    rejected = [t for t in study.trials if "rejected" in t.user_attrs]
+    complete = study.get_trials(states=(TrialState.COMPLETE,))
+    assert len(complete) == 10 and rejected  # rejections do not count towards --trials
+    measured = set(fake_target.calls)
+    for t in rejected:
+        assert t.state == TrialState.PRUNED and "latency_median_ms" not in t.user_attrs
+    for t in complete:
+        w = [s.embed_dim for s in loaded.config_from_params(t.params).stages]
+        assert w[0] >= 16 and w == sorted(w)
+        assert t.user_attrs["arch_hash"] in measured or t.user_attrs["latency_source"] != "measured"
+    bad = {**TINY_SPACE, "rules": {"non_decreasing": True}}
+    path.write_text(yaml.safe_dump(bad))
+    with pytest.raises(ValueError, match=r"rules: unknown key.*non_decreasing"):
+        load_space(path)
+    path.write_text(yaml.safe_dump({**TINY_SPACE, "rules": {"min_first_width": 1000}}))
+    with pytest.raises(ValueError, match="no config of the space keeps the rules"):
+        load_space(path)
+
+
+def test_zico_is_deterministic_and_tells_configs_apart():
+    from search.objectives import zico_score
+
+    small = evit.load_config("m0").at_img_size(64)
+    wide = small.replace(
+        stages=tuple(s.__class__(**{**s.__dict__, "ffn_ratio": 4.0}) for s in small.stages)
+    )
+    a, b = zico_score(small), zico_score(small)
+    assert a == b and a == a and abs(a) != float("inf")
+    assert zico_score(wide) != a
+
+
+# --- one real training ---------------------------------------------------------------------
+
+
+def test_a_real_accuracy_search_exports_the_trained_pick(tmp_path, tiny_space, shapes, fake_target):
+    opts = _opts(
+        tmp_path,
+        tiny_space,
+        shapes,
+        trials=3,
+        train=TrainBudget(data=shapes, epochs=1, batch_size=8, lr=1e-3, threads=2),
+    )
+    outcome = run_search(opts)
+    best = outcome.best
+    assert best is not None and best.trained
+    checkpoint = torch.load(outcome.out / "best.pth", weights_only=False)
+    assert checkpoint["class_names"] == sorted(p.name for p in (shapes / "train").iterdir())
+    trained = evit.create_model(outcome.out / "best.pth")
+    assert trained.config.stages == best.config.replace(num_classes=2).stages
+    meta = {p.key: p.value for p in onnx.load(outcome.out / "best.onnx").metadata_props}
+    assert json.loads(meta["evit.class_names"]) == checkpoint["class_names"]
