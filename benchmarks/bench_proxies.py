@@ -291,6 +291,11 @@ def main() -> None:
     p.add_argument("--bins", type=int, default=4, help="latency bins (4)")
     p.add_argument("--sample-seed", type=int, default=0)
     p.add_argument("--report", action="store_true", help="only print the saved results")
+    p.add_argument(
+        "--latency-again",
+        action="store_true",
+        help="measure the latencies again (e.g. if something else ran meanwhile) and re-analyse",
+    )
     args = p.parse_args()
     path = RESULTS / f"{NAME}.json"
     state = json.loads(path.read_text()) if path.is_file() else None
@@ -305,8 +310,10 @@ def main() -> None:
         configs = sample_configs(args.configs, args.sample_seed, classes)
         import evit
 
-        if "latency" not in state:
+        if "latency" not in state or args.latency_again:
             state["latency"] = measure_latencies(configs, args.threads)
+            for name, row in state["configs"].items():
+                row["latency_ms"] = state["latency"]["results"][name]["median_ms"]
             print(f"latencies measured ({state['latency']['cpu']})", flush=True)
         for name, config in configs.items():
             row = state["configs"].setdefault(name, {})

@@ -64,18 +64,26 @@ class ShapeRules:
     Attributes:
         non_decreasing_widths: each stage at least as wide as the one before (as M0-M5).
         min_first_width: the first stage at least this wide (0: no minimum).
+        max_width_ratio: each stage at most this many times as wide as the one before (0: no
+            limit; M0-M5 stay within 2).
     """
 
     non_decreasing_widths: bool = False
     min_first_width: int = 0
+    max_width_ratio: float = 0.0
 
     def violation(self, config: ModelConfig) -> str | None:
         """Which rule ``config`` breaks, in words, or None."""
         widths = [s.embed_dim for s in config.stages]
         if widths[0] < self.min_first_width:
             return f"first-stage width {widths[0]} < {self.min_first_width}"
+        shown = "/".join(map(str, widths))
         if self.non_decreasing_widths and any(b < a for a, b in itertools.pairwise(widths)):
-            return f"widths {'/'.join(map(str, widths))} decrease"
+            return f"widths {shown} decrease"
+        if self.max_width_ratio and any(
+            b > self.max_width_ratio * a for a, b in itertools.pairwise(widths)
+        ):
+            return f"widths {shown} grow more than {self.max_width_ratio:g}x per stage"
         return None
 
 
@@ -355,11 +363,11 @@ def _rules(data: Any, source: str) -> ShapeRules:
         return ShapeRules()
     if not isinstance(data, dict):
         raise ValueError(f"{source}: rules: expected a mapping, got {data!r}")
-    unknown = sorted(set(data) - {"non_decreasing_widths", "min_first_width"})
+    unknown = sorted(set(data) - {"non_decreasing_widths", "min_first_width", "max_width_ratio"})
     if unknown:
         raise ValueError(
             f"{source}: rules: unknown key(s) {', '.join(unknown)}; allowed: "
-            "min_first_width, non_decreasing_widths"
+            "max_width_ratio, min_first_width, non_decreasing_widths"
         )
     flag = data.get("non_decreasing_widths", False)
     minimum = data.get("min_first_width", 0)
@@ -367,7 +375,12 @@ def _rules(data: Any, source: str) -> ShapeRules:
         raise ValueError(f"{source}: rules.non_decreasing_widths={flag!r} must be true or false")
     if not isinstance(minimum, int) or isinstance(minimum, bool) or minimum < 0:
         raise ValueError(f"{source}: rules.min_first_width={minimum!r} must be an integer >= 0")
-    return ShapeRules(flag, minimum)
+    ratio = data.get("max_width_ratio", 0.0)
+    if not isinstance(ratio, (int, float)) or isinstance(ratio, bool) or ratio < 0 or 0 < ratio < 1:
+        raise ValueError(
+            f"{source}: rules.max_width_ratio={ratio!r} must be >= 1 (or 0 for no limit)"
+        )
+    return ShapeRules(flag, minimum, float(ratio))
 
 
 def load_space(path: str | os.PathLike | None = None) -> SearchSpace:

@@ -342,6 +342,24 @@ def test_shape_rules_reject_configs_before_any_measurement(tmp_path, fake_target
     path.write_text(yaml.safe_dump({**TINY_SPACE, "rules": {"min_first_width": 1000}}))
     with pytest.raises(ValueError, match="no config of the space keeps the rules"):
         load_space(path)
+    path.write_text(yaml.safe_dump({**TINY_SPACE, "rules": {"max_width_ratio": 0.5}}))
+    with pytest.raises(ValueError, match=r"max_width_ratio=0.5 must be >= 1"):
+        load_space(path)
+
+
+def test_shape_rules_say_which_rule_a_config_breaks():
+    from search.space import ShapeRules
+
+    m0 = evit.load_config("m0")  # 64/128/192
+    assert ShapeRules(True, 64, 2.0).violation(m0) is None
+    assert ShapeRules(min_first_width=96).violation(m0) == "first-stage width 64 < 96"
+    assert ShapeRules(max_width_ratio=1.5).violation(m0) == (
+        "widths 64/128/192 grow more than 1.5x per stage"
+    )
+    shrinking = m0.replace(stages=tuple(reversed(m0.stages)))
+    assert ShapeRules(non_decreasing_widths=True).violation(shrinking) == (
+        "widths 192/128/64 decrease"
+    )
 
 
 def test_zico_is_deterministic_and_tells_configs_apart():
