@@ -101,8 +101,8 @@ class TrainBudget:
     batch_size: int = 64
     lr: float = 3e-3
     init: Path | None = None
-    early_stop: float = 0.33
-    early_stop_margin: float = 2.0
+    early_stop: float = 0.5
+    early_stop_margin: float = 3.0
     seed: int = 0
     threads: int | None = None
     device: str | None = None

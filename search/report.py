@@ -455,6 +455,10 @@ def summary(outcome: Any) -> dict[str, Any]:
         "references": [_candidate_dict(c) for c in outcome.references],
         "stats": {k: v for k, v in outcome.stats.items() if k != "timings"},
         "training": outcome.training,
+        "iso_latency": [
+            {"reference": ref.reference, "candidate": _candidate_dict(c)}
+            for ref, c in outcome.iso_latency
+        ],
     }
 
 
@@ -492,6 +496,11 @@ def _accuracy_comparison(outcome: Any) -> str:
                 f" (latency pick/{ref.reference} {r.ratio:.2f} [{r.ci_low:.2f}, {r.ci_high:.2f}])"
             )
         parts.append(cell)
+    iso = [
+        f"{ref.reference} {ref.objective:.1f} % vs {c.config.name} {c.objective:.1f} % "
+        f"(latency {_paired(outcome, c, ref)})"
+        for ref, c in outcome.iso_latency
+    ]
     over = [r.reference for r in outcome.references if r.trained is False]
     text = (
         f"Validation top-1 under the same short training: **pick {best.objective:.1f} %**"
@@ -500,7 +509,17 @@ def _accuracy_comparison(outcome: Any) -> str:
     )
     if over:
         text += f" Over the budget, so not trained: {', '.join(over)}."
+    if iso:
+        text += (
+            " At each trained reference's own latency (the most accurate candidate whose paired "
+            "latency ratio to it has its 95 % CI upper end <= 1): " + "; ".join(iso) + "."
+        )
     return text
+
+
+def _paired(outcome: Any, c: Any, ref: Any) -> str:
+    r = outcome.interleaved.ratio(c.slot, ref.slot)
+    return f"{c.config.name}/{ref.reference} {r.ratio:.2f} [{r.ci_low:.2f}, {r.ci_high:.2f}]"
 
 
 def report_markdown(outcome: Any, files: list[str], onnx_note: str, family_md: str) -> str:
@@ -522,7 +541,13 @@ def report_markdown(outcome: Any, files: list[str], onnx_note: str, family_md: s
         + (_training_line(outcome) if outcome.training else "No accuracy was measured."),
         f"- Trials: {stats.get('trials')} in the study; this run measured "
         f"{stats.get('measured')}, reused {stats.get('cache')} cached measurements, "
-        f"pre-filtered {stats.get('prefiltered')}, failed {stats.get('failed')}; "
+        f"pre-filtered {stats.get('prefiltered')}, failed {stats.get('failed')}"
+        + (
+            f", rejected {stats['rejected']} by the space's shape rules before anything ran"
+            if stats.get("rejected")
+            else ""
+        )
+        + "; "
         f"search {stats.get('search_seconds', 0):.0f} s, final re-measurement "
         f"{stats.get('final_seconds', 0):.0f} s.",
         f"- Time per measured trial: {_timing_summary(stats)}.",
@@ -540,7 +565,7 @@ def report_markdown(outcome: Any, files: list[str], onnx_note: str, family_md: s
             "## Best",
             "",
             f"**{best.config.name}**: objective ({outcome.objective.name}) "
-            f"{_objective_cell(best.objective, outcome.objective.name)}, "
+            f"{_objective_of(best, outcome.objective.name)}, "
             f"{best.params / 1e6:.2f} M params, {best.macs / 1e6:.1f} M MACs, "
             f"re-measured {_fmt_lat(r)} ms (first {best.latency.median_ms:.3f} ms); "
             f"margin {outcome.budget_ms - r.median_ms:.3f} ms to the budget.",

@@ -77,16 +77,20 @@ def pick_best(chosen: list[Candidate], budget_ms: float) -> Candidate | None:
 
 
 def pick_family(
-    chosen: list[Candidate], references: list[Candidate], run: InterleavedResult | None
+    chosen: list[Candidate],
+    references: list[Candidate],
+    run: InterleavedResult | None,
+    distinct: bool = True,
 ) -> list[tuple[Candidate, Candidate]]:
-    """S_i for each M_i: the highest objective within M_i's latency, distinct where possible."""
+    """S_i for each M_i: the highest objective within M_i's latency, distinct where possible
+    (``distinct=False``: simply the highest objective within each M_i's latency)."""
     family: list[tuple[Candidate, Candidate]] = []
     if run is None:
         return family
     used: set[str] = set()
     for ref in references:
         under = [c for c in chosen if within_reference(c, ref, run)]
-        fresh = [c for c in under if c.config.architecture_hash() not in used]
+        fresh = [c for c in under if not distinct or c.config.architecture_hash() not in used]
         if fresh or under:  # six distinct configs where the front allows it
             pick = max(fresh or under, key=lambda c: c.objective)
             used.add(pick.config.architecture_hash())

@@ -133,6 +133,8 @@ class SearchOutcome:
     interrupted: bool = False
     training: dict[str, Any] | None = None  # the accuracy objective's TrainBudget.settings()
     interleaved: InterleavedResult | None = None  # the final re-measurement (paired ratios)
+    # accuracy objective: (trained reference, most accurate candidate within its latency)
+    iso_latency: list[tuple[Candidate, Candidate]] = field(default_factory=list)
 
 
 # --- the study -----------------------------------------------------------------------------
@@ -725,7 +727,10 @@ def run_search(opts: SearchOptions, progress_factory: Any | None = None) -> Sear
             trained=False if run.budget else None,
         )
     references = [refs[name] for name in reference_configs() if name in refs]
-    family_lat = [r.latency.median_ms for r in references] if opts.family else None
+    # the accuracy objective also compares at each trained reference's own latency
+    trained_refs = [r for r in references if r.trained]
+    compared = references if opts.family else trained_refs
+    family_lat = [r.latency.median_ms for r in compared] or None
     chosen = choose_remeasure(cands, opts.budget_ms, opts.remeasure, family_lat)
     final_start = time.perf_counter()
     if not interrupted:
@@ -737,6 +742,11 @@ def run_search(opts: SearchOptions, progress_factory: Any | None = None) -> Sear
     measured = [c for c in cands if c.reference is None] + references
     fastest = (
         min(measured, key=lambda c: (c.remeasured or c.latency).median_ms) if measured else None
+    )
+    iso_latency = (
+        pick_family(chosen, trained_refs, run.interleaved, distinct=False)
+        if trained_refs and not interrupted
+        else []
     )
     family = (
         pick_family(chosen, references, run.interleaved) if opts.family and not interrupted else []
@@ -762,6 +772,7 @@ def run_search(opts: SearchOptions, progress_factory: Any | None = None) -> Sear
         family=family,
         interrupted=interrupted,
         training=opts.train.settings() if opts.train is not None else None,
+        iso_latency=iso_latency,
         interleaved=run.interleaved,
     )
     write_outputs(outcome, study, run)

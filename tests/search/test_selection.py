@@ -64,3 +64,15 @@ def test_best_pick_uses_the_upper_end_of_the_ci():
     )
     assert pick_best([a, b, c], budget_ms=2.0) is b  # A's median is 2.0 but its CI reaches 2.1
     assert pick_best([a, b, c], budget_ms=1.0) is None
+
+
+def test_iso_latency_picks_may_repeat_where_family_picks_stay_distinct():
+    """Without ``distinct``, each reference gets the best candidate within its own latency."""
+    run, (ref_a, ref_b, x, y) = _run(
+        {"MA": [1.0] * 12, "MB": [2.0] * 12, "x": [0.5] * 12, "y": [1.5] * 12}
+    )
+    x.objective, y.objective = 10.0, 5.0  # x is the most accurate, and within both latencies
+    distinct = pick_family([x, y], [ref_a, ref_b], run)
+    assert [c.config.name for _, c in distinct] == ["x", "y"]
+    same = pick_family([x, y], [ref_a, ref_b], run, distinct=False)
+    assert [c.config.name for _, c in same] == ["x", "x"]

@@ -8,12 +8,16 @@ from search.space import load_space, reference_configs, space_from_dict
 from tests.search.conftest import TINY_SPACE
 
 
-def test_default_space_contains_m0_to_m5_exactly():
-    space = load_space()
+@pytest.mark.parametrize("which", ["default", "accuracy"])
+def test_shipped_spaces_contain_m0_to_m5_exactly_and_their_rules_keep_them(which):
+    from search.space import ACCURACY_SPACE
+
+    space = load_space(ACCURACY_SPACE if which == "accuracy" else None)
     for name, config in reference_configs().items():
         params = space.params_of(config)
         assert params is not None, name
         assert space.config_from_params(params).stages == config.stages
+        assert space.rules.violation(config) is None, name
 
 
 def test_default_space_reaches_below_m0_and_above_m5():
