@@ -238,14 +238,43 @@ def analyse(state: dict) -> dict[str, Any]:
         per_seed["tau_seed_vs_seed_within_bins"] = tau_within_bins(lat, a, b, state["bins"])[0]
         for name in PROXY_NAMES:
             per_seed[name] = [kendall_tau(objectives[name], x) for x in (a, b)]
-    replay = [replay_early_stop(rows, e, m) for e in range(1, epochs) for m in (0.0, 2.0, 4.0)]
+    rules = rules_split(rows, acc, lat, state["bins"])
+    replay = [replay_early_stop(rows, e, m) for e in range(1, epochs) for m in (0.0, 2.0, 3.0, 4.0)]
     return {
         "configs": len(rows),
         "accuracy_range": [min(acc), max(acc)],
         "table": table,
         "seeds": per_seed,
         "early_stop_replay": replay,
+        "rules": rules,
     }
+
+
+def rules_split(rows: list[dict], acc: list[float], lat: list[float], bins: int) -> list[dict]:
+    """Per latency bin: mean top-1 of configs that keep the accuracy space's shape rules vs
+    configs that break them."""
+    from evit.config import ModelConfig
+    from search.space import ACCURACY_SPACE, load_space
+
+    rules = load_space(ACCURACY_SPACE).rules
+    keeps = [rules.violation(ModelConfig.from_dict(r["config"])) is None for r in rows]
+    order = sorted(range(len(rows)), key=lambda i: lat[i])
+    size = len(order) / bins
+    out = []
+    for b in range(bins):
+        idx = order[round(b * size) : round((b + 1) * size)]
+        kept = [acc[i] for i in idx if keeps[i]]
+        broken = [acc[i] for i in idx if not keeps[i]]
+        out.append(
+            {
+                "latency_ms": [lat[idx[0]], lat[idx[-1]]],
+                "keep": len(kept),
+                "keep_top1": sum(kept) / len(kept) if kept else None,
+                "break": len(broken),
+                "break_top1": sum(broken) / len(broken) if broken else None,
+            }
+        )
+    return out
 
 
 def markdown(state: dict, result: dict) -> str:
@@ -270,6 +299,15 @@ def markdown(state: dict, result: dict) -> str:
             f"latency bins {s['tau_seed_vs_seed_within_bins']:.2f}.",
             "Per seed: " + ", ".join(f"{n} {s[n][0]:.2f} / {s[n][1]:.2f}" for n in PROXY_NAMES),
         ]
+    lines += [
+        "",
+        "| latency bin ms | keep the rules: n, mean top-1 | break them: n, mean top-1 |",
+        "|---|---|---|",
+    ]
+    for r in result.get("rules", []):
+        keep = f"{r['keep']}, {r['keep_top1']:.1f} %" if r["keep"] else "0"
+        brk = f"{r['break']}, {r['break_top1']:.1f} %" if r["break"] else "0"
+        lines.append(f"| {r['latency_ms'][0]:.2f}-{r['latency_ms'][1]:.2f} | {keep} | {brk} |")
     lines += ["", "| early stop after epoch | margin | stopped | wrong stops | training saved |"]
     lines.append("|---|---|---|---|---|")
     for r in result["early_stop_replay"]:

@@ -2,7 +2,7 @@
 
     python -m benchmarks.bench_space accuracy --rules on  --timeout 720   # ~14 min each
     python -m benchmarks.bench_space accuracy --rules off --timeout 720
-    python -m benchmarks.bench_space default                              # ~8 min
+    python -m benchmarks.bench_space default --objective params           # ~8 min
     python -m benchmarks.bench_space --report
 
 ``accuracy``: runs ``python -m search --budget-ms B --objective accuracy`` on the synthetic data
@@ -61,6 +61,17 @@ def _row(outcome: Any, args: argparse.Namespace, data: Path, seconds: float) -> 
     }
     seeds = args.retrain_seeds
     row["retrain_seeds"] = seeds
+    at_m0 = next((c for ref, c in outcome.iso_latency if ref.reference == m0.reference), None)
+    if at_m0 is not None:  # the most accurate candidate within M0's latency (paired ratio)
+        r = run.ratio(at_m0.slot, m0.slot)
+        row["at_m0_latency"] = {
+            "widths": [s.embed_dim for s in at_m0.config.stages],
+            "depths": [s.depth for s in at_m0.config.stages],
+            "img_size": at_m0.config.img_size,
+            "objective": at_m0.objective,
+            "latency_over_m0": r.to_dict(),
+            "retrained_top1": retrain(at_m0.config, data, 64, args.epochs, seeds),
+        }
     row["pick"]["retrained_top1"] = retrain(best.config, data, 64, args.epochs, seeds)
     # the training sets the class count from the data
     row["m0"]["retrained_top1"] = retrain(evit.load_config("m0"), data, 64, args.epochs, seeds)
@@ -101,10 +112,12 @@ def run_default(args: argparse.Namespace) -> dict[str, Any]:
     from search.study import SearchOptions, run_search
 
     data = ensure_data(args.data)
-    out = RESULTS / "space-default"
+    out = RESULTS / f"space-default-{args.objective}"
     shutil.rmtree(out, ignore_errors=True)
     start = time.perf_counter()
-    outcome = run_search(SearchOptions(budget_ms=args.budget_ms, timeout=330, out=out))
+    outcome = run_search(
+        SearchOptions(budget_ms=args.budget_ms, timeout=330, out=out, objective=args.objective)
+    )
     row = _row(outcome, args, data, time.perf_counter() - start)
     row["objective_name"] = outcome.objective.name
     return row
@@ -140,6 +153,17 @@ def markdown(state: dict[str, Any]) -> str:
             f"({', '.join(map(str, r['retrain_seeds']))}) | {r['stats'].get('trained', '-')} | "
             f"{r['stats'].get('early_stopped', '-')} | {r['seconds'] / 60:.1f} |"
         )
+    for name, r in state.get("runs", {}).items():
+        a = r.get("at_m0_latency")
+        if a:
+            x = a["latency_over_m0"]
+            lines.append(
+                f"\n{name}: at M0's latency, {'/'.join(map(str, a['widths']))} / "
+                f"{'/'.join(map(str, a['depths']))}, {a['img_size']} px: {a['objective']:.1f} % "
+                f"in the search, latency / M0 {x['ratio']:.2f} "
+                f"[{x['ci_low']:.2f}, {x['ci_high']:.2f}], "
+                f"retrained {sum(a['retrained_top1']) / len(a['retrained_top1']):.1f} %"
+            )
     return "\n".join(lines)
 
 
@@ -148,6 +172,7 @@ def main() -> None:
     p.add_argument("what", nargs="?", choices=("accuracy", "default"))
     p.add_argument("--rules", choices=("on", "off"), default="on")
     p.add_argument("--budget-ms", type=float, default=2.0)
+    p.add_argument("--objective", default="params", help="proxy of the default run (params)")
     p.add_argument("--timeout", type=float, default=720.0, help="trial loop seconds (720)")
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--retrain-seeds", type=int, nargs="+", default=[1, 2])
@@ -162,7 +187,7 @@ def main() -> None:
         if args.what == "accuracy":
             state["runs"][f"accuracy, rules {args.rules}"] = run_accuracy(args)
         else:
-            state["runs"]["default objective"] = run_default(args)
+            state["runs"][f"default search, {args.objective}"] = run_default(args)
         save(NAME, {k: v for k, v in state.items() if k not in ("environment", "argv")})
     print(markdown(state))
 

@@ -394,3 +394,21 @@ def test_a_real_accuracy_search_exports_the_trained_pick(tmp_path, tiny_space, s
     assert trained.config.stages == best.config.replace(num_classes=2).stages
     meta = {p.key: p.value for p in onnx.load(outcome.out / "best.onnx").metadata_props}
     assert json.loads(meta["evit.class_names"]) == checkpoint["class_names"]
+
+
+@pytest.mark.parametrize(
+    ("target", "device", "shares"),
+    [
+        ("ort-cpu", "cpu", True),  # same cores: training holds the device lock (shared)
+        ("ort-cpu", "cuda", False),  # GPU training while the CPU measures: they overlap
+        ("trt", "cuda:0", True),
+        ("trt", "cpu", False),
+    ],
+)
+def test_training_holds_the_lock_only_where_latency_is_measured(target, device, shares):
+    from types import SimpleNamespace
+
+    run = SimpleNamespace(
+        target=SimpleNamespace(name=target), budget=SimpleNamespace(device=device)
+    )
+    assert study_module.SearchRun._train_shares_device(run) is shares
