@@ -274,5 +274,5 @@ def check_init(budget: TrainBudget, configs: Iterable[ModelConfig], num_classes:
         except (ValueError, KeyError, RuntimeError) as e:
             first = (str(e).splitlines() or [type(e).__name__])[0]
             raise ValueError(
-                f"{first}" if first.startswith("--init") else f"--init {budget.init}: {first}"
+                first if first.startswith("--init") else f"--init {budget.init}: {first}"
             ) from None
