@@ -267,15 +267,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.timeout is not None
         else (DEFAULT_TIMEOUT_S if args.trials is None else None)
     )
-    train = None
-    if args.objective == ACCURACY or args.data is not None:
-        if args.data is None:
-            print(
-                "error: --objective accuracy needs --data DIR (an ImageFolder with train/ and "
-                "val/) to train and score each candidate",
-                file=sys.stderr,
-            )
-            return 2
+    train = None  # SearchOptions.check refuses accuracy without --data, and --data without it
+    if args.data is not None:
         train = TrainBudget(
             data=args.data,
             epochs=args.train_epochs,
@@ -289,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
             device=args.train_device,
             seed=args.seed,
         )
-    elif args.init is not None:
+    elif args.init is not None and args.objective != ACCURACY:
         print("error: --init is for --objective accuracy (with --data)", file=sys.stderr)
         return 2
     opts = SearchOptions(

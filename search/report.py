@@ -489,12 +489,8 @@ def _accuracy_comparison(outcome: Any) -> str:
         if ref.trained is False:
             continue
         cell = f"{ref.reference} {ref.objective:.1f} %"
-        run = outcome.interleaved
-        if run is not None and ref.slot is not None and best.slot is not None:
-            r = run.ratio(best.slot, ref.slot)
-            cell += (
-                f" (latency pick/{ref.reference} {r.ratio:.2f} [{r.ci_low:.2f}, {r.ci_high:.2f}])"
-            )
+        if outcome.interleaved is not None and ref.slot is not None and best.slot is not None:
+            cell += f" (latency {_paired(outcome, best, ref, 'pick')})"
         parts.append(cell)
     iso = [
         f"{ref.reference} {ref.objective:.1f} % vs {c.config.name} {c.objective:.1f} % "
@@ -517,9 +513,11 @@ def _accuracy_comparison(outcome: Any) -> str:
     return text
 
 
-def _paired(outcome: Any, c: Any, ref: Any) -> str:
+def _paired(outcome: Any, c: Any, ref: Any, label: str | None = None) -> str:
+    """``c``'s latency over ``ref``'s, paired in the final interleaved run, with its 95 % CI."""
     r = outcome.interleaved.ratio(c.slot, ref.slot)
-    return f"{c.config.name}/{ref.reference} {r.ratio:.2f} [{r.ci_low:.2f}, {r.ci_high:.2f}]"
+    name = label or c.config.name
+    return f"{name}/{ref.reference} {r.ratio:.2f} [{r.ci_low:.2f}, {r.ci_high:.2f}]"
 
 
 def report_markdown(outcome: Any, files: list[str], onnx_note: str, family_md: str) -> str:
