@@ -15,6 +15,7 @@ studies). The time it saves is recorded on the trial.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from collections.abc import Callable, Iterable
@@ -93,6 +94,9 @@ class TrainBudget:
         seed: training seed (the same for every candidate).
         threads: CPU threads for training.
         device: training device (default CUDA when available, else the CPU).
+        confirm: after the search, the pick's contenders (this many of the most accurate
+            within the budget, the most accurate within M0's latency) and M0 train again with
+            seed + 1; they are ranked by the mean of both seeds (0 turns it off).
     """
 
     data: Path
@@ -106,6 +110,7 @@ class TrainBudget:
     seed: int = 0
     threads: int | None = None
     device: str | None = None
+    confirm: int = 2
 
     def check(self) -> list[str]:
         """Validate flags and data now, not in the first trial; return the class names.
@@ -119,6 +124,8 @@ class TrainBudget:
             raise ValueError(f"--train-batch-size {self.batch_size}: must be >= 1")
         if not self.lr > 0:
             raise ValueError(f"--train-lr {self.lr}: must be > 0")
+        if self.confirm < 0:
+            raise ValueError(f"--confirm {self.confirm}: must be >= 0 (0 turns it off)")
         if self.img_size is not None and (
             self.img_size < MIN_TRAIN_IMG_SIZE or self.img_size % PATCH_SIZE
         ):
@@ -245,6 +252,33 @@ def train_candidate(
     return TrainOutcome(
         result.best_top1, result.history, result.checkpoint, time.perf_counter() - start
     )
+
+
+class ConfirmLog:
+    """Top-1 of candidates trained again with another seed, one JSON line each, so that a
+    resumed or repeated search does not train them again. Lines of other training settings
+    (another data folder, epochs, ...) are ignored."""
+
+    def __init__(self, path: Path, settings: dict[str, Any]) -> None:
+        self.path, self.settings = path, settings
+        self.scores: dict[tuple[str, int], float] = {}
+        if path.is_file():
+            for line in path.read_text().splitlines():
+                try:
+                    row = json.loads(line)
+                    if row["settings"] == settings:
+                        self.scores[(row["arch"], int(row["seed"]))] = float(row["top1"])
+                except (ValueError, KeyError, TypeError):
+                    continue  # a line cut by a crash: that training runs again
+
+    def get(self, arch: str, seed: int) -> float | None:
+        return self.scores.get((arch, seed))
+
+    def append(self, arch: str, seed: int, top1: float, seconds: float) -> None:
+        row = {"arch": arch, "seed": seed, "top1": top1, "seconds": round(seconds, 2)}
+        with open(self.path, "a") as f:
+            f.write(json.dumps({**row, "settings": self.settings}) + "\n")
+        self.scores[(arch, seed)] = top1
 
 
 def epoch_top1(record: dict[str, Any]) -> float:

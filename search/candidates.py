@@ -26,3 +26,4 @@ class Candidate:
     trained: bool | None = None  # accuracy objective: False when over the budget (objective 0)
     checkpoint: Path | None = None  # accuracy objective: its trained weights, while kept
     train_img_size: int | None = None  # accuracy objective: the resolution it trained at
+    seeds: list[float] | None = None  # accuracy objective: top-1 per seed when confirmed

@@ -177,6 +177,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=TrainBudget.early_stop_margin,
         help=f"points of top-1 (default {TrainBudget.early_stop_margin:g})",
     )
+    acc.add_argument(
+        "--confirm",
+        type=int,
+        default=TrainBudget.confirm,
+        metavar="K",
+        help="after the search, train the K most accurate candidates within the budget, the "
+        "most accurate within M0's latency and M0 again with another seed, and pick by the "
+        f"mean of both (default {TrainBudget.confirm}; 0 = off)",
+    )
     p.add_argument(
         "--space",
         help="search space YAML (default: the shipped space, which reaches below M0 and above M5)",
@@ -281,6 +290,7 @@ def main(argv: list[str] | None = None) -> int:
             threads=args.threads,
             device=args.train_device,
             seed=args.seed,
+            confirm=args.confirm,
         )
     elif args.init is not None and args.objective != ACCURACY:
         print("error: --init is for --objective accuracy (with --data)", file=sys.stderr)

@@ -148,6 +148,7 @@ def _candidate_dict(c: Any) -> dict[str, Any]:
         "reference": c.reference,
         "trial": c.trial,
         "objective": c.objective,
+        "seeds": c.seeds,
         "trained": c.trained,
         "train_img_size": c.train_img_size,
         "params": c.params,
@@ -182,8 +183,15 @@ def _objective_of(c: Any, name: str) -> str:
     if c.trained is False:
         return "not trained (over budget)"
     if name == "accuracy":
-        return f"{c.objective:.1f} %"
+        return _top1(c)
     return _objective_cell(c.objective, name)
+
+
+def _top1(c: Any) -> str:
+    """Validation top-1; for a confirmed candidate the mean and each seed's."""
+    if c.seeds:
+        return f"{c.objective:.1f} % (seeds {' / '.join(f'{v:.1f}' for v in c.seeds)})"
+    return f"{c.objective:.1f} %"
 
 
 def candidate_table(rows: list[Any], objective: str) -> str:
@@ -478,6 +486,13 @@ def _training_line(outcome: Any) -> str:
         f"trained {stats.get('trained', 0)} ({stats.get('train_seconds', 0):.0f} s of training); "
         f"the early-stop rule stopped {stats.get('early_stopped', 0)}, saving about "
         f"{stats.get('early_saved_s', 0):.0f} s."
+        + (
+            f" The pick's contenders and M0 trained again with seed {t['seed'] + 1} "
+            f"({stats['confirmed']} trainings, {stats['confirm_seconds']:.0f} s; earlier ones "
+            "reused): they rank by the mean of both seeds, and the pick is the best of them."
+            if stats.get("confirmed") is not None and t.get("confirm")
+            else ""
+        )
     )
 
 
@@ -488,18 +503,18 @@ def _accuracy_comparison(outcome: Any) -> str:
     for ref in outcome.references:
         if ref.trained is False:
             continue
-        cell = f"{ref.reference} {ref.objective:.1f} %"
+        cell = f"{ref.reference} {_top1(ref)}"
         if outcome.interleaved is not None and ref.slot is not None and best.slot is not None:
             cell += f" (latency {_paired(outcome, best, ref, 'pick')})"
         parts.append(cell)
     iso = [
-        f"{ref.reference} {ref.objective:.1f} % vs {c.config.name} {c.objective:.1f} % "
+        f"{ref.reference} {_top1(ref)} vs {c.config.name} {_top1(c)} "
         f"(latency {_paired(outcome, c, ref)})"
         for ref, c in outcome.iso_latency
     ]
     over = [r.reference for r in outcome.references if r.trained is False]
     text = (
-        f"Validation top-1 under the same short training: **pick {best.objective:.1f} %**"
+        f"Validation top-1 under the same short training: **pick {_top1(best)}**"
         + (", " + ", ".join(parts) if parts else "")
         + "."
     )

@@ -35,15 +35,24 @@ def choose_remeasure(
     budget_ms: float,
     limit: int,
     family_latencies: list[float] | None = None,
+    contenders: int = 0,
 ) -> list[Candidate]:
     """Pareto candidates worth re-measuring: the best few within the budget, plus the best few
     with a 15 % margin (a first measurement of a winner is optimistic, so the top ones may not
-    fit when re-measured); in family mode, the best three under each reference latency."""
+    fit when re-measured); in family mode, the best three under each reference latency. A
+    noisy objective (trained accuracy) adds its ``contenders`` best within the budget, on the
+    front or not: a lucky score elsewhere may have dominated them."""
     searched = [c for c in cands if c.reference is None]
     front = pareto_front(searched)
     feasible = [c for c in front if c.latency.median_ms <= budget_ms]
     by_objective = sorted(feasible, key=lambda c: -c.objective)
     chosen = by_objective[:limit]
+    fitting = sorted(
+        (c for c in searched if c.latency.median_ms <= budget_ms), key=lambda c: -c.objective
+    )
+    for c in fitting[:contenders]:
+        if c not in chosen:
+            chosen.append(c)
     fallbacks = [c for c in by_objective if c.latency.median_ms <= FALLBACK_MARGIN * budget_ms]
     for c in fallbacks[: max(1, limit // 3)]:
         if c not in chosen:

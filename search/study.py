@@ -14,7 +14,9 @@ With ``objective="accuracy"`` (``search.accuracy``) a trial measures latency fir
 over the budget is never trained; one within it trains briefly on the user's data (under the
 device lock in shared mode, so that no measurement runs on the same cores meanwhile) and scores
 validation top-1; an early-stop rule ends hopeless trainings; trained weights are kept only for
-the current Pareto set (``trials/<number>/best.pth``).
+the current Pareto set (``trials/<number>/best.pth``). After the re-measurement the pick's
+contenders and M0 train again with another seed and are ranked by the mean (``--confirm``): the
+most accurate of ~20 noisy scores is otherwise mostly the luckiest.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from edge.devicelock import device_lock
 from edge.latency import InterleavedResult, LatencyResult, measure_interleaved
 from evit.config import ModelConfig
 from search.accuracy import (
+    ConfirmLog,
     EarlyRecord,
     EarlyStopped,
     TrainBudget,
@@ -50,7 +53,13 @@ from search.cache import MeasurementLog
 from search.candidates import Candidate
 from search.objectives import ACCURACY, Objective, get_objective
 from search.prefilter import PreFilter, gemm_peak_macs_per_ms
-from search.selection import choose_remeasure, pick_best, pick_family
+from search.selection import (
+    choose_remeasure,
+    pick_best,
+    pick_family,
+    within_budget,
+    within_reference,
+)
 from search.space import ACCURACY_SPACE, SearchSpace, load_space, reference_configs
 from search.storage import (
     WorkerPresence,
@@ -64,6 +73,7 @@ from search.targets import Target, resolve_target
 log = logging.getLogger(__name__)
 
 TRIALS = "trials"  # trained weights of the accuracy objective's Pareto set: trials/<number>/
+CONFIRM = "confirm.jsonl"  # the accuracy objective's second-seed scores (ConfirmLog)
 SAMPLERS = ("tpe", "nsga2", "random")
 
 
@@ -213,6 +223,13 @@ def _front(trials: list[FrozenTrial]) -> set[int]:
     }
 
 
+def _most_accurate(trials: list[FrozenTrial], k: int, budget_ms: float) -> set[int]:
+    """Numbers of the ``k`` most accurate trials within the budget, on the front or not (the
+    contenders ``--confirm`` trains again: a lucky score may have pushed them off it)."""
+    fits = [t for t in trials if t.user_attrs["latency_median_ms"] <= budget_ms]
+    return {t.number for t in sorted(fits, key=lambda t: -t.user_attrs["top1"])[:k]}
+
+
 def _blocks(config: ModelConfig) -> int:
     """Attention heads over all blocks: each runs its own small ops, whatever its MACs."""
     return sum(s.depth * s.num_heads for s in config.stages)
@@ -255,7 +272,14 @@ class SearchRun:
         self.prefilter = PreFilter(opts.budget_ms, peak)
         self.stats = {"measured": 0, "cache": 0, "prefiltered": 0, "failed": 0, "rejected": 0}
         if self.budget is not None:
-            self.stats.update(trained=0, early_stopped=0, train_seconds=0.0, early_saved_s=0.0)
+            self.stats.update(
+                trained=0,
+                early_stopped=0,
+                train_seconds=0.0,
+                early_saved_s=0.0,
+                confirmed=0,
+                confirm_seconds=0.0,
+            )
         self.timings: list[dict[str, float]] = []
         self.current_trial: int | None = None
         self.interleaved: InterleavedResult | None = None  # the final re-measurement
@@ -463,6 +487,11 @@ class SearchRun:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         return gpu_target == device.startswith("cuda")
 
+    def _train_lock(self) -> Any:
+        if self._train_shares_device():
+            return device_lock(self.target.device_key, exclusive=False)
+        return contextlib.nullcontext()
+
     def _early_records(self, study: optuna.Study) -> list[EarlyRecord]:
         return [
             EarlyRecord(t.number, t.user_attrs["latency_median_ms"], t.user_attrs["early_top1"])
@@ -513,14 +542,9 @@ class SearchRun:
                     raise EarlyStopped(epoch + 1, top1, leader)
 
         trial.set_user_attr("train_img_size", budget.train_img_size(config.img_size))
-        lock = (
-            device_lock(self.target.device_key, exclusive=False)
-            if self._train_shares_device()
-            else contextlib.nullcontext()
-        )
         start = time.perf_counter()
         try:
-            with lock:
+            with self._train_lock():
                 outcome = train_candidate(config, budget, folder, on_epoch)
         except EarlyStopped as e:
             elapsed = time.perf_counter() - start
@@ -548,8 +572,64 @@ class SearchRun:
             trial.set_user_attr(key, value)
         return outcome.top1
 
+    def confirm(
+        self, chosen: list[Candidate], references: list[Candidate]
+    ) -> list[Candidate] | None:
+        """Train the pick's contenders and M0 again with seed + 1; rank them by the mean.
+
+        The contenders: the ``budget.confirm`` most accurate candidates within the budget and the
+        most accurate within M0's latency. Each gets ``seeds`` (both scores) and the mean as its
+        objective. Returns the contenders for the budget (the pick is made among them), or None
+        when nothing was confirmed. Second-seed weights are not kept: ``best.pth`` is seed 0's.
+        """
+        budget = self.budget
+        if budget is None or budget.confirm == 0:
+            return None
+        fits = [c for c in chosen if c.trained and within_budget(c, self.opts.budget_ms)]
+        top = sorted(fits, key=lambda c: -c.objective)[: budget.confirm]
+        if not top:
+            return None
+        todo = list(top)
+        m0 = references[0] if references and references[0].trained else None  # M0 comes first
+        if m0 is not None and self.interleaved is not None:
+            under = [c for c in chosen if c.trained and within_reference(c, m0, self.interleaved)]
+            if under:
+                todo.append(max(under, key=lambda c: c.objective))
+            todo.append(m0)
+        seed = budget.seed + 1
+        again = dataclasses.replace(budget, seed=seed)
+        confirmed = ConfirmLog(self.out / CONFIRM, budget.settings())
+        done: set[str] = set()
+        for c in todo:
+            arch = c.config.architecture_hash()
+            if arch in done:
+                continue
+            done.add(arch)
+            top1 = confirmed.get(arch, seed)
+            if top1 is None:
+                folder = self.out / TRIALS / f"confirm-{arch[:8]}-seed{seed}"
+                log.info("confirming %s with seed %d", c.config.name, seed)
+                try:
+                    with self._train_lock():
+                        outcome = train_candidate(c.config, again, folder, None)
+                except Exception as e:  # one failed training loses no result
+                    log.warning("confirming %s failed: %s; its one seed stands", c.config.name, e)
+                    continue
+                finally:
+                    shutil.rmtree(folder, ignore_errors=True)
+                top1 = outcome.top1
+                confirmed.append(arch, seed, top1, outcome.seconds)
+                self.stats["confirmed"] += 1
+                self.stats["confirm_seconds"] += outcome.seconds
+            for same in (o for o in todo if o.config.architecture_hash() == arch):
+                if same.seeds is None:
+                    same.seeds = [same.objective, top1]
+                    same.objective = sum(same.seeds) / len(same.seeds)
+        return top
+
     def keep_pareto_checkpoints(self, study: optuna.Study) -> None:
-        """Delete the trained weights of finished trials off the (accuracy, latency) front."""
+        """Delete the trained weights of finished trials off the (accuracy, latency) front and
+        not among ``--confirm``'s contenders."""
         folder = self.out / TRIALS
         if not folder.is_dir():
             return
@@ -562,6 +642,8 @@ class SearchRun:
         searched = [t for t in trained if "reference" not in t.user_attrs]
         # the selection picks from the searched front; the report compares with references
         keep = _front(searched) | _front(trained)
+        if self.budget is not None:
+            keep |= _most_accurate(searched, self.budget.confirm, self.opts.budget_ms)
         for d in folder.iterdir():
             t = trials.get(int(d.name)) if d.name.isdigit() else None
             if t is not None and t.state.is_finished() and t.number not in keep:
@@ -731,14 +813,21 @@ def run_search(opts: SearchOptions, progress_factory: Any | None = None) -> Sear
     trained_refs = [r for r in references if r.trained]
     compared = references if opts.family else trained_refs
     family_lat = [r.latency.median_ms for r in compared] or None
-    chosen = choose_remeasure(cands, opts.budget_ms, opts.remeasure, family_lat)
+    contenders = opts.train.confirm if opts.train is not None else 0
+    chosen = choose_remeasure(cands, opts.budget_ms, opts.remeasure, family_lat, contenders)
     final_start = time.perf_counter()
     if not interrupted:
         try:
             run.remeasure(references + chosen)
         except KeyboardInterrupt:
             interrupted = True
-    best = pick_best(chosen, opts.budget_ms)
+    confirmed = None
+    if not interrupted:
+        try:
+            confirmed = run.confirm(chosen, references)
+        except KeyboardInterrupt:
+            interrupted = True
+    best = pick_best(confirmed or chosen, opts.budget_ms)
     measured = [c for c in cands if c.reference is None] + references
     fastest = (
         min(measured, key=lambda c: (c.remeasured or c.latency).median_ms) if measured else None
@@ -771,7 +860,7 @@ def run_search(opts: SearchOptions, progress_factory: Any | None = None) -> Sear
         stats=stats,
         family=family,
         interrupted=interrupted,
-        training=opts.train.settings() if opts.train is not None else None,
+        training=({**opts.train.settings(), "confirm": opts.train.confirm} if opts.train else None),
         iso_latency=iso_latency,
         interleaved=run.interleaved,
     )

@@ -6,6 +6,7 @@ except in the last test, which trains for real on a tiny generated dataset.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 
@@ -54,12 +55,15 @@ def fake_accuracy(config, epoch: int) -> float:
 class FakeTraining:
     """Stands in for ``train_candidate``: writes a real (random) checkpoint with class names."""
 
-    def __init__(self, fail_when=None):
+    def __init__(self, fail_when=None, luck=None):
         self.trained: list = []  # (config, epochs run)
-        self.fail_when = fail_when
+        self.seeds: list[int] = []  # the training seed of each call
+        self.fail_when = fail_when  # (config, seed) -> crash
+        self.luck = luck  # (config, seed) -> points added to the final top-1
 
     def __call__(self, config, budget, out, on_epoch):
-        if self.fail_when is not None and self.fail_when(config):
+        self.seeds.append(budget.seed)
+        if self.fail_when is not None and self.fail_when(config, budget.seed):
             raise RuntimeError("simulated training crash")
         from pathlib import Path
 
@@ -78,6 +82,8 @@ class FakeTraining:
                     on_epoch(epoch, record)
         finally:
             self.trained.append((config, epochs_run))
+        if self.luck is not None:
+            history[-1]["val_top1"] += self.luck(config, budget.seed)
         trained = config.at_img_size(budget.train_img_size(config.img_size)).replace(num_classes=2)
         model = evit.create_model(trained)
         evit.save_checkpoint(model, out / "best.pth", {}, class_names=["first", "second"])
@@ -214,7 +220,7 @@ def test_accuracy_study_resumes_without_training_twice(
     assert len(counted) == 14
     after = {t.number: t.values for t in study.get_trials(states=(TrialState.COMPLETE,))}
     assert all(after[n] == v for n, v in before.items())  # finished trials kept as they were
-    new_trainings = len(fake_training.trained) - trained_first
+    new_trainings = len(fake_training.trained) - trained_first - second.stats["confirmed"]
     new_trials = [t for t in counted if t.number not in before]
     assert new_trainings <= len(new_trials)  # nothing finished before was trained again
     with pytest.raises(ValueError, match=r"created with other settings .*training"):
@@ -232,7 +238,7 @@ def test_accuracy_study_resumes_without_training_twice(
 def test_a_training_crash_fails_that_trial_only(
     tmp_path, tiny_space, shapes, fake_target, monkeypatch, caplog
 ):
-    fake = FakeTraining(fail_when=lambda c: c.stages[0].num_heads == 2)
+    fake = FakeTraining(fail_when=lambda c, seed: c.stages[0].num_heads == 2)
     monkeypatch.setattr(study_module, "train_candidate", fake)
     outcome = run_search(_opts(tmp_path, tiny_space, shapes, trials=16))
     failed = _study(outcome).get_trials(states=(TrialState.FAIL,))
@@ -241,6 +247,75 @@ def test_a_training_crash_fails_that_trial_only(
     assert "simulated training crash" in caplog.text
     assert outcome.best is not None and outcome.best.config.stages[0].num_heads == 1
     assert not any((outcome.out / "trials" / f"{t.number:05d}").exists() for t in failed)
+
+
+def test_confirmation_ranks_the_contenders_by_the_mean_of_two_seeds(
+    tmp_path, tiny_space, shapes, fake_target, monkeypatch
+):
+    """A candidate lucky on seed 0 wins without confirmation and loses with it."""
+    plain = FakeTraining()
+    monkeypatch.setattr(study_module, "train_candidate", plain)
+    budget = TrainBudget(data=shapes, epochs=EPOCHS, batch_size=4, early_stop=0.0, confirm=0)
+    kw = dict(trials=12, sampler="random", train=budget)
+    truth = run_search(_opts(tmp_path / "truth", tiny_space, shapes, **kw))
+    fits = sorted(
+        (c for c in truth.pareto if c.trained and c.remeasured.ci_high_ms <= BUDGET_MS),
+        key=lambda c: -c.objective,
+    )
+    first, second = fits[0], fits[1]
+    gap = first.objective - second.objective
+    assert gap > 0
+    lucky_arch = second.config.architecture_hash()
+
+    def luck(config, seed):  # seed 0 puts the runner-up ahead; its mean stays behind
+        return 1.5 * gap if seed == 0 and config.architecture_hash() == lucky_arch else 0.0
+
+    fooled = FakeTraining(luck=luck)
+    monkeypatch.setattr(study_module, "train_candidate", fooled)
+    unconfirmed = run_search(_opts(tmp_path / "off", tiny_space, shapes, **kw))
+    assert unconfirmed.best.config.architecture_hash() == lucky_arch
+    assert unconfirmed.best.seeds is None and set(fooled.seeds) == {0}
+
+    confirming = FakeTraining(luck=luck)
+    monkeypatch.setattr(study_module, "train_candidate", confirming)
+    kw["train"] = dataclasses.replace(budget, confirm=2)
+    outcome = run_search(_opts(tmp_path / "on", tiny_space, shapes, **kw))
+    best = outcome.best
+    assert best.config.architecture_hash() == first.config.architecture_hash()
+    assert best.seeds == [first.objective, first.objective]
+    assert best.checkpoint is not None and best.checkpoint.is_file()
+    lucky = next(c for c in outcome.pareto if c.config.architecture_hash() == lucky_arch)
+    assert lucky.seeds == [second.objective + 1.5 * gap, second.objective]
+    assert lucky.objective == second.objective + 0.75 * gap < best.objective
+    # the lucky seed-0 score dominated the winner (faster and ahead): off the front, a
+    # contender all the same, and its weights were kept
+    assert lucky.latency.median_ms < best.latency.median_ms
+    assert confirming.seeds.count(1) == outcome.stats["confirmed"] == 2  # M0 is over the budget
+    report = (outcome.out / "report.md").read_text()
+    assert (
+        f"pick {best.objective:.1f} % (seeds " in report and "trained again with seed 1" in report
+    )
+    summary = json.loads((outcome.out / "summary.json").read_text())
+    assert summary["best"]["seeds"] == best.seeds
+    rows = [json.loads(line) for line in (outcome.out / "confirm.jsonl").read_text().splitlines()]
+    assert {r["seed"] for r in rows} == {1} and len(rows) == 2
+    # a repeated run reuses the second-seed scores instead of training again
+    again = run_search(_opts(tmp_path / "on", tiny_space, shapes, **kw))
+    assert again.stats["confirmed"] == 0 and again.best.seeds == best.seeds
+    assert confirming.seeds.count(1) == 2
+
+
+def test_a_failed_confirmation_keeps_the_first_seed(
+    tmp_path, tiny_space, shapes, fake_target, monkeypatch, caplog
+):
+    fake = FakeTraining(fail_when=lambda c, seed: seed == 1)
+    monkeypatch.setattr(study_module, "train_candidate", fake)
+    outcome = run_search(_opts(tmp_path, tiny_space, shapes, trials=8))
+    assert outcome.best is not None and outcome.best.seeds is None
+    assert "its one seed stands" in caplog.text and outcome.stats["confirmed"] == 0
+    assert not list((outcome.out / "trials").glob("confirm-*"))
+    with pytest.raises(ValueError, match=r"--confirm -1: must be >= 0"):
+        TrainBudget(data=shapes, batch_size=4, confirm=-1).check()
 
 
 # --- bad input -----------------------------------------------------------------------------
