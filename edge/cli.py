@@ -6,6 +6,8 @@ Examples:
     python -m edge info m0.onnx
     python -m edge bench m0.onnx --threads 2 --compare m1.onnx
     python -m edge trt m0.onnx --fp16 --out m0.engine --timing-cache trt.cache
+    python -m edge export m0 --int8 --int8-activations int8 --out m0.int8.onnx
+    python -m edge trt m0.int8.onnx --timing-cache trt.cache
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from edge.export import DEFAULT_OPSET, Int8Options, VerificationError, export_on
 from edge.latency import LatencyResult, measure_interleaved, measure_latency
 from edge.onnxfile import read_metadata
 from edge.runtimes import DEVICES, RUNTIMES
-from edge.tensorrt import TensorRTUnavailable
+from edge.tensorrt import TensorRTError, TensorRTUnavailable
 from evit.files import check_writable
 
 
@@ -126,6 +128,7 @@ def _trt(args: argparse.Namespace) -> int:
         workspace_mb=args.workspace_mb,
         batch=args.batch,
         max_batch=args.max_batch,
+        optimization_level=args.opt_level,
     )
     print(
         f"wrote {out} and {out}.json ({result.info.precision}, TensorRT "
@@ -282,6 +285,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive,
         help="largest batch of a dynamic-batch profile (default --batch)",
     )
+    trt.add_argument(
+        "--opt-level",
+        type=int,
+        choices=range(6),
+        metavar="0-5",
+        help="builder optimization level (default TensorRT's, 3; lower builds faster)",
+    )
 
     bench = sub.add_parser("bench", help="measure latency (median, CI, percentiles)")
     bench.add_argument("model", help=".onnx, .engine, or a variant name / YAML / checkpoint")
@@ -327,6 +337,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, TensorRTUnavailable) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except TensorRTError as e:  # a build or run that failed inside TensorRT
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -7,9 +7,17 @@ Written against the documented Python APIs of TensorRT 10.x and 11.x:
 - 11.x: strong typing is always on and ``BuilderFlag.FP16``, INT8 calibrators and
   ``EXPLICIT_BATCH`` are gone: fp16 means building from a mixed-precision ONNX, which
   :func:`edge.fp16.convert_to_mixed_fp16` produces (softmax and the attention-bias add in fp32).
-- both: ``set_memory_pool_limit(WORKSPACE, ...)``, timing cache, an optimization profile for a
+- int8 from a Q/DQ ONNX (``edge export --int8 --int8-activations int8``), explicit
+  quantization: 10.x sets ``BuilderFlag.INT8`` (+ ``FP16`` when asked) on the weakly typed
+  network; 11.x builds it as typed (int8 where the Q/DQ nodes say, fp32 elsewhere). No
+  calibrator in either: the scales are in the file.
+- both: ``set_memory_pool_limit(WORKSPACE, ...)``, ``builder_optimization_level``, timing cache
+  (a corrupt or other-version cache is replaced, with a warning), an optimization profile for a
   dynamic batch, ``build_serialized_network``; ``deserialize_cuda_engine``,
-  ``set_input_shape``, ``set_tensor_address`` and ``execute_async_v3``.
+  ``set_input_shape``, ``set_tensor_address`` and ``execute_async_v3``. TF32 is on by default
+  in both; an fp32 build clears ``BuilderFlag.TF32`` (as Polygraphy does), and the sidecar
+  records it. One ``trt.Logger`` per process (TensorRT warns about a second one, and its
+  messages must not interleave with ``--json`` output).
 
 Device buffers and the stream come from PyTorch's CUDA allocator, so no other CUDA binding is
 needed. ``tensorrt`` is imported only when used; without it, or without a GPU, a one-line
@@ -41,6 +49,21 @@ INSTALL_HINT = "pip install '.[trt]' on a machine with an NVIDIA GPU and driver"
 
 class TensorRTUnavailable(RuntimeError):
     """TensorRT or a CUDA GPU is missing."""
+
+
+class TensorRTError(RuntimeError):
+    """TensorRT failed a build or a run (one line; details are in TensorRT's log)."""
+
+
+_LOGGERS: dict[int, Any] = {}
+
+
+def trt_logger(trt: Any) -> Any:
+    """The process's one ``trt.Logger`` (warnings and errors only), made on first use."""
+    key = id(trt)
+    if key not in _LOGGERS:
+        _LOGGERS[key] = trt.Logger(trt.Logger.WARNING)
+    return _LOGGERS[key]
 
 
 def import_tensorrt() -> Any:
@@ -81,7 +104,12 @@ class BuildPlan:
     builder_flags: tuple[str, ...]  # BuilderFlag member names
     convert_onnx_to_fp16: bool  # rewrite the ONNX as mixed fp16 before parsing
     pin_softmax_fp32: bool  # weak typing: keep Softmax layers in fp32
-    precision: str  # what the engine computes in: fp32 | fp16 | mixed-fp16
+    precision: str  # what the engine computes in: fp32 | fp16 | mixed-fp16 | int8+fp16 | ...
+    clear_flags: tuple[str, ...] = ()  # BuilderFlag members on by default to clear (TF32)
+
+    @property
+    def tf32(self) -> bool:
+        return "TF32" not in self.clear_flags
 
 
 def plan_build(version: str, fp16: bool, onnx_precision: str = "fp32") -> BuildPlan:
@@ -89,8 +117,9 @@ def plan_build(version: str, fp16: bool, onnx_precision: str = "fp32") -> BuildP
 
     Args:
         version: ``tensorrt.__version__``.
-        fp16: build an fp16 engine.
-        onnx_precision: the ONNX file's precision (``fp32`` or ``mixed-fp16``, from metadata).
+        fp16: build an fp16 engine (with an int8 file: fp16 where the Q/DQ nodes leave float).
+        onnx_precision: the ONNX file's precision from its metadata: ``fp32``,
+            ``mixed-fp16`` or ``int8-qdq``.
     """
     try:
         major = int(version.split(".")[0])
@@ -100,21 +129,39 @@ def plan_build(version: str, fp16: bool, onnx_precision: str = "fp32") -> BuildP
         raise TensorRTUnavailable(
             f"TensorRT {version} is not supported: 10.x or 11.x is needed ({INSTALL_HINT})"
         )
-    mixed_onnx = onnx_precision != "fp32"
+    no_tf32 = ("TF32",)  # "fp32" means fp32: TensorRT would use TF32 tensor cores otherwise
+    if onnx_precision == "int8-qdq":
+        if major >= 11:
+            if fp16:
+                raise ValueError(
+                    "TensorRT 11 builds a Q/DQ file as typed (int8 where the Q/DQ nodes are, fp32 "
+                    "elsewhere): fp16 for the float part is not available; drop --fp16"
+                )
+            return BuildPlan(major, (), (), False, False, "int8+fp32", no_tf32)
+        if fp16:
+            return BuildPlan(major, (), ("INT8", "FP16"), False, False, "int8+fp16")
+        return BuildPlan(major, (), ("INT8",), False, False, "int8+fp32", no_tf32)
+    if onnx_precision not in ("fp32", "mixed-fp16"):
+        raise ValueError(
+            f"ONNX precision {onnx_precision!r}: TensorRT builds fp32, mixed-fp16 or int8-qdq files"
+        )
+    mixed_onnx = onnx_precision == "mixed-fp16"
     if major >= 11:
+        fp = fp16 or mixed_onnx
         return BuildPlan(
             major,
             (),
             (),
             convert_onnx_to_fp16=fp16 and not mixed_onnx,
             pin_softmax_fp32=False,
-            precision="mixed-fp16" if fp16 or mixed_onnx else "fp32",
+            precision="mixed-fp16" if fp else "fp32",
+            clear_flags=() if fp else no_tf32,
         )
     if mixed_onnx:
         return BuildPlan(major, ("STRONGLY_TYPED",), (), False, False, "mixed-fp16")
     if fp16:
         return BuildPlan(major, (), ("FP16", "OBEY_PRECISION_CONSTRAINTS"), False, True, "fp16")
-    return BuildPlan(major, (), (), False, False, "fp32")
+    return BuildPlan(major, (), (), False, False, "fp32", no_tf32)
 
 
 @dataclass
@@ -125,6 +172,8 @@ class EngineInfo:
     tensorrt_version: str
     gpu: str
     precision: str
+    tf32: bool  # whether float layers may use TF32 (off for fp32 builds)
+    optimization_level: int | None  # builder_optimization_level (None: TensorRT's default, 3)
     batch: str
     workspace_mb: int
     build_seconds: float
@@ -166,22 +215,33 @@ def build_engine(
     workspace_mb: int = 1024,
     batch: int = 1,
     max_batch: int | None = None,
+    optimization_level: int | None = None,
 ) -> BuildResult:
     """Build a serialized engine from an ONNX file (and write it to ``out`` when given).
 
     Args:
-        onnx_path: the model (fp32, or mixed fp16 from ``edge export --fp16``).
+        onnx_path: the model (fp32, mixed fp16 from ``edge export --fp16``, or Q/DQ int8 from
+            ``edge export --int8``).
         out: engine path; a JSON sidecar is written next to it.
         fp16: build in fp16 (see the module doc for how each TensorRT version does it).
-        timing_cache: file to read tactic timings from and save them to (faster rebuilds).
+        timing_cache: file to read tactic timings from and save them to (faster rebuilds,
+            shared by all builds that name it).
         workspace_mb: builder workspace limit.
         batch: optimal batch of a dynamic-batch profile.
         max_batch: largest batch of a dynamic-batch profile (default ``batch``).
+        optimization_level: ``builder_optimization_level`` 0-5 (None: TensorRT's default 3;
+            lower builds faster and may run slower).
+
+    Raises:
+        ValueError: bad arguments or a file TensorRT cannot parse (one line).
+        TensorRTError: the build failed (TensorRT's log has the details).
     """
     from edge.onnxfile import load_onnx, read_metadata
 
     if workspace_mb < 1:
         raise ValueError(f"workspace_mb={workspace_mb}: must be >= 1")
+    if optimization_level is not None and not 0 <= optimization_level <= 5:
+        raise ValueError(f"optimization level {optimization_level}: must be 0..5")
     trt = import_tensorrt()
     require_gpu()
     import torch
@@ -193,7 +253,7 @@ def build_engine(
         from edge.fp16 import convert_to_mixed_fp16
 
         proto = convert_to_mixed_fp16(proto)
-    logger = trt.Logger(trt.Logger.WARNING)
+    logger = trt_logger(trt)
     builder = trt.Builder(logger)
     flags = 0
     for name in plan.network_flags:
@@ -207,34 +267,36 @@ def build_engine(
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mb << 20)
     for name in plan.builder_flags:
         config.set_flag(getattr(trt.BuilderFlag, name))
+    for name in plan.clear_flags:
+        config.clear_flag(getattr(trt.BuilderFlag, name))
+    if optimization_level is not None:
+        config.builder_optimization_level = optimization_level
     if plan.pin_softmax_fp32:
         for i in range(network.num_layers):
             layer = network.get_layer(i)
             if layer.type == trt.LayerType.SOFTMAX:
                 layer.precision = trt.float32
                 layer.set_output_type(0, trt.float32)
-    cache_data = b""
-    if timing_cache is not None and Path(timing_cache).is_file():
-        cache_data = Path(timing_cache).read_bytes()
-    cache = config.create_timing_cache(cache_data)
-    if not config.set_timing_cache(cache, ignore_mismatch=False):
-        raise ValueError(
-            f"timing cache {timing_cache} does not match this TensorRT/GPU; "
-            "delete it to start a new one"
-        )
+    _use_timing_cache(config, timing_cache)
     inp = network.get_input(0)
     dynamic = inp.shape[0] == -1
     if dynamic:
         top = max(max_batch or batch, batch)
         rest = tuple(inp.shape)[1:]
         profile = builder.create_optimization_profile()
-        profile.set_shape(inp.name, (1, *rest), (batch, *rest), (top, *rest))
+        try:
+            profile.set_shape(inp.name, (1, *rest), (batch, *rest), (top, *rest))
+        except (RuntimeError, TypeError, ValueError) as e:
+            raise ValueError(
+                f"{onnx_path}: TensorRT refused the batch profile 1..{top} (opt {batch}) for "
+                f"input {inp.name} {tuple(inp.shape)}: {str(e).splitlines()[0] if str(e) else e!r}"
+            ) from None
         config.add_optimization_profile(profile)
     start = time.perf_counter()
     serialized = builder.build_serialized_network(network, config)
     seconds = time.perf_counter() - start
     if serialized is None:
-        raise RuntimeError(f"TensorRT failed to build an engine from {onnx_path} (see its log)")
+        raise TensorRTError(f"TensorRT failed to build an engine from {onnx_path} (see its log)")
     if timing_cache is not None:
         atomic_write_bytes(Path(timing_cache), bytes(config.get_timing_cache().serialize()))
     config_data = meta.get("config")
@@ -243,6 +305,8 @@ def build_engine(
         tensorrt_version=trt.__version__,
         gpu=torch.cuda.get_device_name(),
         precision=plan.precision,
+        tf32=plan.tf32,
+        optimization_level=optimization_level,
         batch=f"1..{max(max_batch or batch, batch)} (opt {batch})"
         if dynamic
         else str(inp.shape[0]),
@@ -256,6 +320,21 @@ def build_engine(
     if path is not None:
         write_engine(path, engine_bytes, info)
     return BuildResult(engine_bytes=engine_bytes, info=info, path=path)
+
+
+def _use_timing_cache(config: Any, path: str | os.PathLike | None) -> None:
+    """Read the timing cache at ``path`` into ``config``; a corrupt one, or one written by
+    another TensorRT version or GPU, is replaced by a new one with a one-line warning."""
+    data = Path(path).read_bytes() if path is not None and Path(path).is_file() else b""
+    cache = config.create_timing_cache(data)
+    if data and (cache is None or not config.set_timing_cache(cache, ignore_mismatch=False)):
+        why = "unreadable" if cache is None else "written by another TensorRT version or GPU"
+        log.warning("timing cache %s is %s; starting a new one", path, why)
+        cache = None
+    if cache is None or not data:
+        cache = config.create_timing_cache(b"")
+        if cache is None or not config.set_timing_cache(cache, ignore_mismatch=False):
+            raise TensorRTError("TensorRT could not create an empty timing cache")
 
 
 def _torch_dtype(trt: Any, dtype: Any) -> Any:
@@ -277,6 +356,41 @@ def _torch_dtype(trt: Any, dtype: Any) -> Any:
     return table[dtype]
 
 
+class TorchCuda:
+    """The CUDA plumbing :class:`TrtRuntime` needs, from PyTorch's allocator and streams (CPU
+    tests hand the runtime a stand-in instead)."""
+
+    def __init__(self) -> None:
+        import torch
+
+        self.torch = torch
+
+    def stream(self) -> Any:
+        return self.torch.cuda.Stream()
+
+    def on(self, stream: Any) -> Any:
+        return self.torch.cuda.stream(stream)
+
+    def stream_handle(self, stream: Any) -> int:
+        return stream.cuda_stream
+
+    def device_buffer(self, shape: tuple[int, ...], dtype: Any) -> Any:
+        return self.torch.empty(shape, dtype=dtype, device="cuda")
+
+    def pinned_buffer(self, shape: tuple[int, ...], dtype: Any) -> Any:
+        return self.torch.zeros(shape, dtype=dtype, pin_memory=True)
+
+    def capture(self, stream: Any, work: Any) -> Any:
+        """A CUDA graph of ``work()`` captured on ``stream``."""
+        graph = self.torch.cuda.CUDAGraph()
+        with self.torch.cuda.graph(graph, stream=stream):
+            work()
+        return graph
+
+    def event(self) -> Any:
+        return self.torch.cuda.Event(enable_timing=True)
+
+
 class TrtRuntime(Runtime):
     """Run a serialized engine: host latency (copies + execute) and GPU time (CUDA events).
 
@@ -284,23 +398,28 @@ class TrtRuntime(Runtime):
         engine_bytes: a serialized engine (from :func:`build_engine` or a ``.engine`` file).
         batch: images per inference (sets the input shape of a dynamic-batch engine).
         label: name used in reports.
-        cuda_graph: capture ``execute_async_v3`` in a CUDA graph and replay it.
+        cuda_graph: capture ``execute_async_v3`` in a CUDA graph and replay it; when the
+            capture fails (some engines cannot be captured), fall back to plain execution with
+            a warning, as trtexec does (``self.cuda_graph`` says which one runs).
+        cuda: the CUDA plumbing (default :class:`TorchCuda`).
     """
 
     name = "trt"
     device = "cuda"
 
     def __init__(
-        self, engine_bytes: bytes, batch: int = 1, label: str = "engine", cuda_graph: bool = False
+        self,
+        engine_bytes: bytes,
+        batch: int = 1,
+        label: str = "engine",
+        cuda_graph: bool = False,
+        cuda: Any | None = None,
     ) -> None:
         trt = import_tensorrt()
         require_gpu()
-        import torch
-
-        self.torch = torch
+        self.cuda = cuda if cuda is not None else TorchCuda()
         self.label = label
-        self._logger = trt.Logger(trt.Logger.WARNING)
-        self._runtime = trt.Runtime(self._logger)
+        self._runtime = trt.Runtime(trt_logger(trt))
         self.engine = self._runtime.deserialize_cuda_engine(engine_bytes)
         if self.engine is None:
             raise ValueError(
@@ -308,6 +427,8 @@ class TrtRuntime(Runtime):
                 "TensorRT version or for another GPU?); rebuild it here"
             )
         self.context = self.engine.create_execution_context()
+        if self.context is None:
+            raise TensorRTError(f"{label}: TensorRT could not create an execution context")
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         outputs = [n for n in names if n not in inputs]
@@ -326,67 +447,72 @@ class TrtRuntime(Runtime):
                 f"{label} was built for batch {shape[0]}, but batch {batch} was requested"
             )
         self.input_shape = shape
-        self.stream = torch.cuda.Stream()
+        self.stream = self.cuda.stream()
         self.buffers = {}
         for name in (self.input_name, self.output_name):
             dims = tuple(self.context.get_tensor_shape(name))
             dtype = _torch_dtype(trt, self.engine.get_tensor_dtype(name))
-            self.buffers[name] = torch.empty(dims, dtype=dtype, device="cuda")
+            self.buffers[name] = self.cuda.device_buffer(dims, dtype)
             self.context.set_tensor_address(name, self.buffers[name].data_ptr())
-        self.host_input = torch.zeros(
-            shape, dtype=self.buffers[self.input_name].dtype, pin_memory=True
-        )
-        self.host_output = torch.empty(
-            self.buffers[self.output_name].shape,
-            dtype=self.buffers[self.output_name].dtype,
-            pin_memory=True,
-        )
+        self.host_input = self.cuda.pinned_buffer(shape, self.buffers[self.input_name].dtype)
+        out = self.buffers[self.output_name]
+        self.host_output = self.cuda.pinned_buffer(tuple(out.shape), out.dtype)
         self._graph = None
         self._execute()  # enqueue once before any capture, as TensorRT requires
         self.stream.synchronize()
+        self.cuda_graph = False
         if cuda_graph:
-            self._graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(self._graph, stream=self.stream):
-                self._execute()
+            try:
+                self._graph = self.cuda.capture(self.stream, self._execute)
+                self.cuda_graph = True
+            except Exception as e:  # the capture ended with the context manager; run plainly
+                log.warning(
+                    "%s: CUDA graph capture failed (%s); running without a graph",
+                    label,
+                    str(e).splitlines()[0] if str(e) else type(e).__name__,
+                )
+                self._graph = None
+                self._execute()  # plain execution still works after the failed capture
+                self.stream.synchronize()
 
     def _execute(self) -> None:
-        if not self.context.execute_async_v3(self.stream.cuda_stream):
-            raise RuntimeError(f"{self.label}: execute_async_v3 failed")
+        if not self.context.execute_async_v3(self.cuda.stream_handle(self.stream)):
+            raise TensorRTError(f"{self.label}: execute_async_v3 failed (see TensorRT's log)")
 
     def set_input(self, x: np.ndarray) -> None:
         if tuple(x.shape) != self.input_shape:
             raise ValueError(
                 f"input shape {tuple(x.shape)} does not match the engine's {self.input_shape}"
             )
-        self.host_input.copy_(self.torch.from_numpy(np.ascontiguousarray(x)))
+        import torch
+
+        self.host_input.copy_(torch.from_numpy(np.ascontiguousarray(x)))
+
+    def _launch(self, begin: Any = None, end: Any = None) -> None:
+        with self.cuda.on(self.stream):
+            self.buffers[self.input_name].copy_(self.host_input, non_blocking=True)
+            if begin is not None:
+                begin.record(self.stream)
+            if self._graph is not None:
+                self._graph.replay()
+            else:
+                self._execute()
+            if end is not None:
+                end.record(self.stream)
+            self.host_output.copy_(self.buffers[self.output_name], non_blocking=True)
+        self.stream.synchronize()
 
     def _infer(self) -> None:
-        with self.torch.cuda.stream(self.stream):
-            self.buffers[self.input_name].copy_(self.host_input, non_blocking=True)
-            if self._graph is not None:
-                self._graph.replay()
-            else:
-                self._execute()
-            self.host_output.copy_(self.buffers[self.output_name], non_blocking=True)
-        self.stream.synchronize()
+        self._launch()
 
     def _output(self) -> np.ndarray:
-        return self.host_output.float().numpy()
+        # a copy: the pinned buffer is overwritten by the next run
+        return self.host_output.float().numpy().copy()
 
     def timed(self) -> tuple[float, float | None]:
-        torch = self.torch
-        begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        begin, end = self.cuda.event(), self.cuda.event()
         start = time.perf_counter()
-        with torch.cuda.stream(self.stream):
-            self.buffers[self.input_name].copy_(self.host_input, non_blocking=True)
-            begin.record(self.stream)
-            if self._graph is not None:
-                self._graph.replay()
-            else:
-                self._execute()
-            end.record(self.stream)
-            self.host_output.copy_(self.buffers[self.output_name], non_blocking=True)
-        self.stream.synchronize()
+        self._launch(begin, end)
         return (time.perf_counter() - start) * 1e3, begin.elapsed_time(end)
 
     def close(self) -> None:
