@@ -6,6 +6,7 @@ Examples:
     python -m search --budget-ms 12 --family --timeout 600
     python -m search --budget-ms 2 --storage journal:///tmp/study.log --study shared  # 2 workers
     python -m search --budget-ms 2 --objective accuracy --data data/shapes --train-img-size 64
+    python -m search --budget-ms 2 --precision int8  # candidates and M0-M5 measured in int8
 """
 
 from __future__ import annotations
@@ -109,6 +110,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="where latency is measured: auto = TensorRT if it and a GPU are "
         "present, else ONNX Runtime on the CPU (default auto)",
     )
+    p.add_argument(
+        "--precision",
+        choices=("fp32", "fp16", "int8"),
+        help="measure every candidate and M0-M5 in this precision: int8 = Q/DQ graphs "
+        "(ort-cpu, trt), fp16 (trt); default fp16 on trt, else fp32",
+    )
     p.add_argument("--batch", type=int, default=1, help="images per inference (default 1)")
     p.add_argument(
         "--threads", type=int, help="CPU threads for ort-cpu/torch-cpu (default: all usable cores)"
@@ -183,8 +190,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=TrainBudget.confirm,
         metavar="K",
         help="after the search, train the K most accurate candidates within the budget, the "
-        "most accurate within M0's latency and M0 again with another seed, and pick by the "
-        f"mean of both (default {TrainBudget.confirm}; 0 = off)",
+        "trained references and the most accurate candidate within each one's latency again "
+        f"with another seed, and pick by the mean of both (default {TrainBudget.confirm}; "
+        "0 = off)",
     )
     p.add_argument(
         "--space",
@@ -312,6 +320,7 @@ def main(argv: list[str] | None = None) -> int:
         sampler=args.sampler,
         measure_seconds=args.measure_seconds,
         train=train,
+        precision=args.precision,
     )
     factory = (
         None

@@ -418,6 +418,8 @@ def write_outputs(outcome: Any, study: optuna.Study, run: Any) -> None:
             )
         except VerificationError as e:
             onnx_note = f"best.onnx failed verification: {e}"
+        if outcome.target.precision == "int8":
+            onnx_note += " " + _export_int8(outcome, source, out, files)
     files += _plots(outcome, study, run, out)
     family_md = ""
     if outcome.family:
@@ -426,6 +428,53 @@ def write_outputs(outcome: Any, study: optuna.Study, run: Any) -> None:
     atomic_write_text(out / "summary.json", json.dumps(summary(outcome), indent=2))
     files.append("summary.json")
     atomic_write_text(out / "report.md", report_markdown(outcome, files, onnx_note, family_md))
+
+
+def _export_int8(outcome: Any, source: Any, out: Path, files: list[str]) -> str:
+    """``best.int8.onnx``: the pick as the search measured it (Q/DQ, calibrated like the
+    trials, or on more images), verified against fp32."""
+    from edge.export import Int8Options
+
+    target = outcome.target
+    options = Int8Options(
+        calib=target.calib, activations="int8" if target.name == "trt" else "uint8"
+    )
+    (out / "best.int8.onnx").unlink(missing_ok=True)
+    try:
+        result = export_onnx(source, out / "best.int8.onnx", batch=target.batch, int8=options)
+    except VerificationError as e:
+        return f"best.int8.onnx failed verification: {e}"
+    files.append("best.int8.onnx")
+    from edge.onnxfile import read_metadata
+
+    meta = read_metadata(result.path)
+    check, calib = meta["int8_verification"], meta["calibration"]
+    return (
+        f"`best.int8.onnx`: the same weights in Q/DQ int8 ({options.activations} activations, "
+        f"calibrated on {calib['source']}); against fp32 on "
+        f"{check['samples']} other images: top-1 agreement {check['top1_agreement']:.2f}, "
+        f"logit cosine {check['cosine']:.4f}."
+    )
+
+
+def _precision_table(outcome: Any) -> str:
+    p = outcome.target.precision
+    lines = [
+        f"Every row measured in fp32 and in {p} in one interleaved run (one session at a time); "
+        f"speed-up = fp32 time / {p} time, paired, with its 95 % CI.",
+        "",
+        f"| model | {p} ms [95% CI] | fp32 ms [95% CI] | speed-up [95% CI] | params | MACs |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in outcome.precision_rows:
+        c, r = row.candidate, row.speedup
+        name = c.reference or f"{c.config.name} (pick)"
+        lines.append(
+            f"| {name} | {_fmt_lat(row.this)} | {_fmt_lat(row.fp32)} | "
+            f"{r.ratio:.2f} [{r.ci_low:.2f}, {r.ci_high:.2f}] | {c.params / 1e6:.2f} M | "
+            f"{c.macs / 1e6:.1f} M |"
+        )
+    return "\n".join(lines)
 
 
 def _write_family(outcome: Any, out: Path) -> str:
@@ -467,6 +516,17 @@ def summary(outcome: Any) -> dict[str, Any]:
             {"reference": ref.reference, "candidate": _candidate_dict(c)}
             for ref, c in outcome.iso_latency
         ],
+        "precision": outcome.target.precision,
+        "precision_vs_fp32": [
+            {
+                "model": row.candidate.config.name,
+                "reference": row.candidate.reference,
+                outcome.target.precision: _latency_dict(row.this),
+                "fp32": _latency_dict(row.fp32),
+                "speedup": row.speedup.to_dict(),
+            }
+            for row in outcome.precision_rows
+        ],
     }
 
 
@@ -487,9 +547,11 @@ def _training_line(outcome: Any) -> str:
         f"the early-stop rule stopped {stats.get('early_stopped', 0)}, saving about "
         f"{stats.get('early_saved_s', 0):.0f} s."
         + (
-            f" The pick's contenders and M0 trained again with seed {t['seed'] + 1} "
+            f" The pick's {t['confirm']} contenders, the trained references and the best "
+            f"candidate within each one's latency trained again with seed {t['seed'] + 1} "
             f"({stats['confirmed']} trainings, {stats['confirm_seconds']:.0f} s; earlier ones "
-            "reused): they rank by the mean of both seeds, and the pick is the best of them."
+            "reused): accuracies marked with seeds are means of both, and the pick is the best "
+            "contender."
             if stats.get("confirmed") is not None and t.get("confirm")
             else ""
         )
@@ -609,6 +671,13 @@ def report_markdown(outcome: Any, files: list[str], onnx_note: str, family_md: s
         candidate_table(outcome.references, outcome.objective.name),
         "",
     ]
+    if outcome.precision_rows:
+        lines += [
+            f"## {outcome.target.precision} vs fp32, the pick and M0-M5",
+            "",
+            _precision_table(outcome),
+            "",
+        ]
     if family_md:
         lines += [
             "## Regenerated family (S0-S5)",

@@ -15,8 +15,8 @@ over the budget is never trained; one within it trains briefly on the user's dat
 device lock in shared mode, so that no measurement runs on the same cores meanwhile) and scores
 validation top-1; an early-stop rule ends hopeless trainings; trained weights are kept only for
 the current Pareto set (``trials/<number>/best.pth``). After the re-measurement the pick's
-contenders and M0 train again with another seed and are ranked by the mean (``--confirm``): the
-most accurate of ~20 noisy scores is otherwise mostly the luckiest.
+contenders and the trained references train again with another seed and are ranked by the mean
+(``--confirm``): the most accurate of ~20 noisy scores is otherwise mostly the luckiest.
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ from search.storage import (
     redact_url,
     worker_id,
 )
-from search.targets import Target, resolve_target
+from search.targets import TRIAL_BUILD_LEVEL, Target, resolve_target
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +99,7 @@ class SearchOptions:
     remeasure: int = 6
     remeasure_block_seconds: float = 0.12
     train: TrainBudget | None = None  # the accuracy objective's training
+    precision: str | None = None  # fp32 | fp16 | int8; None: the target's default
 
     def check(self) -> None:
         if not (self.budget_ms > 0 and math.isfinite(self.budget_ms)):
@@ -145,6 +146,18 @@ class SearchOutcome:
     interleaved: InterleavedResult | None = None  # the final re-measurement (paired ratios)
     # accuracy objective: (trained reference, most accurate candidate within its latency)
     iso_latency: list[tuple[Candidate, Candidate]] = field(default_factory=list)
+    # not fp32: the pick and the references in fp32 and this precision, side by side
+    precision_rows: list[PrecisionRow] = field(default_factory=list)
+
+
+@dataclass
+class PrecisionRow:
+    """One model in fp32 and in the search's precision, measured in one interleaved run."""
+
+    candidate: Candidate
+    fp32: LatencyResult
+    this: LatencyResult
+    speedup: Any  # edge.latency.Ratio: fp32 time / this precision's time
 
 
 # --- the study -----------------------------------------------------------------------------
@@ -160,9 +173,12 @@ def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
     return optuna.samplers.RandomSampler(seed=seed)
 
 
-def default_study_name(target: str, opts: SearchOptions, threads: int | None) -> str:
+def default_study_name(
+    target: str, opts: SearchOptions, threads: int | None, precision: str = "fp32"
+) -> str:
     budget = f"{opts.budget_ms:g}".replace(".", "p")
-    return f"{target}-b{opts.batch}-t{threads or 'gpu'}-{budget}ms-{opts.objective}"
+    suffix = "" if precision == "fp32" else f"-{precision}"
+    return f"{target}-b{opts.batch}-t{threads or 'gpu'}-{budget}ms-{opts.objective}{suffix}"
 
 
 def _settings(opts: SearchOptions, target: Target, space: SearchSpace) -> dict[str, Any]:
@@ -254,10 +270,21 @@ class SearchRun:
             )
         target_name = resolve_target(opts.target)
         self.target = Target(
-            target_name, batch=opts.batch, threads=opts.threads, max_seconds=opts.measure_seconds
+            target_name,
+            batch=opts.batch,
+            threads=opts.threads,
+            max_seconds=opts.measure_seconds,
+            precision=opts.precision,
+            # int8 calibrates on the user's images when there are some (else generated frames)
+            calib=Path(self.budget.data) / "train" if self.budget is not None else None,
+            build_level=TRIAL_BUILD_LEVEL if target_name == "trt" else None,
         )
-        self.study_name = opts.study or default_study_name(target_name, opts, self.target.threads)
+        self.study_name = opts.study or default_study_name(
+            target_name, opts, self.target.threads, self.target.precision or "fp32"
+        )
         self.out = Path(opts.out) if opts.out else Path("runs") / self.study_name
+        if target_name == "trt":  # one timing cache for every trial and worker of the study
+            self.target.timing_cache = self.out / "trt-timing.cache"
         self.storage_url = opts.storage or f"sqlite:///{self.out / 'study.db'}"
         if opts.storage is not None:
             make_storage(opts.storage)  # a bad URL fails before anything is written
@@ -575,12 +602,14 @@ class SearchRun:
     def confirm(
         self, chosen: list[Candidate], references: list[Candidate]
     ) -> list[Candidate] | None:
-        """Train the pick's contenders and M0 again with seed + 1; rank them by the mean.
+        """Train the pick's contenders and the trained references again with seed + 1.
 
-        The contenders: the ``budget.confirm`` most accurate candidates within the budget and the
-        most accurate within M0's latency. Each gets ``seeds`` (both scores) and the mean as its
-        objective. Returns the contenders for the budget (the pick is made among them), or None
-        when nothing was confirmed. Second-seed weights are not kept: ``best.pth`` is seed 0's.
+        Trained again: the ``budget.confirm`` most accurate candidates within the budget, each
+        trained reference and the most accurate candidate within its latency, so that every
+        comparison in the report is between means of the same two seeds. Each gets ``seeds``
+        (both scores) and the mean as its objective. Returns the contenders for the budget (the
+        pick is made among them), or None when nothing was confirmed. Second-seed weights are
+        not kept: ``best.pth`` is seed 0's.
         """
         budget = self.budget
         if budget is None or budget.confirm == 0:
@@ -590,12 +619,12 @@ class SearchRun:
         if not top:
             return None
         todo = list(top)
-        m0 = references[0] if references and references[0].trained else None  # M0 comes first
-        if m0 is not None and self.interleaved is not None:
-            under = [c for c in chosen if c.trained and within_reference(c, m0, self.interleaved)]
+        for ref in (r for r in references if r.trained and self.interleaved is not None):
+            run = self.interleaved
+            under = [c for c in chosen if c.trained and within_reference(c, ref, run)]
             if under:
                 todo.append(max(under, key=lambda c: c.objective))
-            todo.append(m0)
+            todo.append(ref)
         seed = budget.seed + 1
         again = dataclasses.replace(budget, seed=seed)
         confirmed = ConfirmLog(self.out / CONFIRM, budget.settings())
@@ -772,6 +801,29 @@ class SearchRun:
             block_seconds=self.opts.remeasure_block_seconds,
         )
 
+    def compare_fp32(self, cands: list[Candidate]) -> list[PrecisionRow]:
+        """Each candidate in fp32 and in the target's precision, all in one interleaved run
+        (paired speed-ups; one session open at a time)."""
+        fp32 = dataclasses.replace(self.target, precision="fp32", build_level=None)
+        factories, labels = [], []
+        with device_lock(self.target.device_key, exclusive=False):
+            for c in cands:
+                factories += [fp32.prepare(c.config), self.target.prepare(c.config)]
+                labels += [f"{c.config.name} fp32", f"{c.config.name} {self.target.precision}"]
+        with device_lock(self.target.device_key):
+            res = measure_interleaved(
+                factories,
+                labels=labels,
+                min_rounds=10,
+                max_rounds=40,
+                max_seconds=max(30.0, 4.0 * len(factories)),
+                block_seconds=self.opts.remeasure_block_seconds,
+            )
+        return [
+            PrecisionRow(c, res.results[2 * i], res.results[2 * i + 1], res.ratio(2 * i, 2 * i + 1))
+            for i, c in enumerate(cands)
+        ]
+
 
 def run_search(opts: SearchOptions, progress_factory: Any | None = None) -> SearchOutcome:
     """Run (or resume) a search and write every output; see the module docstring."""
@@ -816,6 +868,7 @@ def run_search(opts: SearchOptions, progress_factory: Any | None = None) -> Sear
     contenders = opts.train.confirm if opts.train is not None else 0
     chosen = choose_remeasure(cands, opts.budget_ms, opts.remeasure, family_lat, contenders)
     final_start = time.perf_counter()
+    run.target.build_level = None  # final engines at TensorRT's default optimization level
     if not interrupted:
         try:
             run.remeasure(references + chosen)
@@ -828,12 +881,23 @@ def run_search(opts: SearchOptions, progress_factory: Any | None = None) -> Sear
         except KeyboardInterrupt:
             interrupted = True
     best = pick_best(confirmed or chosen, opts.budget_ms)
+    precision_rows: list[PrecisionRow] = []
+    if run.target.precision != "fp32" and best is not None and not interrupted:
+        try:
+            precision_rows = run.compare_fp32([*references, best])
+        except KeyboardInterrupt:
+            interrupted = True
     measured = [c for c in cands if c.reference is None] + references
     fastest = (
         min(measured, key=lambda c: (c.remeasured or c.latency).median_ms) if measured else None
     )
-    iso_latency = (
-        pick_family(chosen, trained_refs, run.interleaved, distinct=False)
+    iso_latency = (  # with --confirm: among the confirmed, so both sides have the same seeds
+        pick_family(
+            [c for c in chosen if c.seeds] if confirmed else chosen,
+            trained_refs,
+            run.interleaved,
+            distinct=False,
+        )
         if trained_refs and not interrupted
         else []
     )
@@ -863,6 +927,7 @@ def run_search(opts: SearchOptions, progress_factory: Any | None = None) -> Sear
         training=({**opts.train.settings(), "confirm": opts.train.confirm} if opts.train else None),
         iso_latency=iso_latency,
         interleaved=run.interleaved,
+        precision_rows=precision_rows,
     )
     write_outputs(outcome, study, run)
     return outcome

@@ -3,6 +3,12 @@
 A :class:`Target` turns a config into an open runtime (exporting ONNX or building an engine
 when the target needs one) and measures it through the ``edge`` harness. ``auto`` picks TensorRT
 when it and a GPU are present, else ONNX Runtime on the CPU.
+
+Precision: ``fp32``, ``fp16`` (TensorRT; its default on a GPU) or ``int8`` (ONNX Runtime and
+TensorRT): each candidate is exported, quantized to a Q/DQ graph (``edge.quantize``, calibrated
+on a few generated frames or the given image folder: the scales do not change the speed) and
+measured in that precision. TensorRT engines of trials are built at a low builder optimization
+level with one timing cache shared by all trials (``build_level``, ``timing_cache``).
 """
 
 from __future__ import annotations
@@ -21,6 +27,14 @@ from edge.runtimes import OrtRuntime, Runtime, TorchRuntime
 from evit.config import ModelConfig
 
 TARGETS = ("auto", "ort-cpu", "trt", "torch-cpu", "torch-cuda")
+PRECISIONS = {  # what each target can measure; the first is its default
+    "ort-cpu": ("fp32", "int8"),
+    "trt": ("fp16", "fp32", "int8"),
+    "torch-cpu": ("fp32",),
+    "torch-cuda": ("fp32",),
+}
+CALIB_IMAGES = 8  # per int8 trial: the scales change the accuracy, not the speed
+TRIAL_BUILD_LEVEL = 1  # TensorRT builder optimization level of trial engines (default: 3)
 
 
 class TargetUnavailable(RuntimeError):
@@ -86,6 +100,11 @@ class Target:
         threads: CPU threads (ORT intra-op / torch); None = all usable cores.
         workdir: where per-trial ONNX files and engines go (deleted after measuring).
         max_seconds: time cap of one measurement.
+        precision: ``fp32``, ``fp16`` or ``int8`` (None: the target's default, see
+            ``PRECISIONS``).
+        calib: int8 calibration images (a folder; None: generated frames).
+        build_level: TensorRT builder optimization level (None: TensorRT's default).
+        timing_cache: TensorRT timing cache file shared by every build that names it.
     """
 
     name: str
@@ -93,8 +112,19 @@ class Target:
     threads: int | None = None
     workdir: Path = field(default_factory=lambda: Path("."))
     max_seconds: float = 2.0
+    precision: str | None = None
+    calib: Path | None = None
+    build_level: int | None = None
+    timing_cache: Path | None = None
 
     def __post_init__(self) -> None:
+        allowed = PRECISIONS[self.name]
+        if self.precision is None:
+            self.precision = allowed[0]
+        if self.precision not in allowed:
+            raise ValueError(
+                f"--precision {self.precision}: target {self.name} measures {', '.join(allowed)}"
+            )
         if self.threads is None and self.name in ("ort-cpu", "torch-cpu"):
             self.threads = (
                 len(os.sched_getaffinity(0))
@@ -104,7 +134,9 @@ class Target:
         self.env = environment(
             self.threads, "cuda" if self.name in ("trt", "torch-cuda") else "cpu"
         )
-        self.fingerprint = fingerprint(self.env, self.name, self.batch)
+        # an fp32 fingerprint stays what it was before precisions existed (caches remain valid)
+        runtime = self.name if self.precision == "fp32" else f"{self.name}-{self.precision}"
+        self.fingerprint = fingerprint(self.env, runtime, self.batch)
 
     @property
     def description(self) -> str:
@@ -115,7 +147,8 @@ class Target:
             self.env.get("gpu") or f"{self.env.get('cpu')} ({self.env.get('usable_cores')} cores)"
         )
         threads = f", {self.threads} threads" if self.threads else ""
-        return f"{where}, {package} {versions.get(package, '?')}{threads}"
+        precision = "" if self.precision == "fp32" else f", {self.precision}"
+        return f"{where}, {package} {versions.get(package, '?')}{threads}{precision}"
 
     @property
     def device_key(self) -> str:
@@ -147,15 +180,53 @@ class Target:
         try:
             export_onnx(model, path, batch=self.batch, verify=False)
             timings["export_s"] = time.perf_counter() - start
+            if self.precision == "int8":
+                start = time.perf_counter()
+                self._quantize(path, config.img_size)
+                timings["quantize_s"] = time.perf_counter() - start
             if self.name == "trt":
                 from edge.tensorrt import build_engine
 
-                engine = build_engine(path, None, batch=self.batch).engine_bytes
+                start = time.perf_counter()
+                engine = build_engine(
+                    path,
+                    None,
+                    batch=self.batch,
+                    fp16=self._trt_fp16(),
+                    timing_cache=self.timing_cache,
+                    optimization_level=self.build_level,
+                ).engine_bytes
+                timings["engine_s"] = time.perf_counter() - start
                 return TrtFactory(engine, self.batch)
             onnx_bytes = path.read_bytes()
         finally:
             path.unlink(missing_ok=True)
         return OrtFactory(onnx_bytes, self.batch, self.threads)
+
+    def _quantize(self, path: Path, img_size: int) -> None:
+        """Rewrite the fp32 file at ``path`` as a Q/DQ int8 graph (uint8 activations for ONNX
+        Runtime's fast x86 kernels, symmetric int8 for TensorRT)."""
+        import onnx
+
+        from edge.onnxfile import set_metadata
+        from edge.quantize import calibration_images, quantize_graph
+
+        images, _ = calibration_images(self.calib, CALIB_IMAGES, img_size, 0, self.batch)
+        activations = "int8" if self.name == "trt" else "uint8"
+        proto = quantize_graph(onnx.load(str(path)), images, self.batch, activations)
+        set_metadata(proto, {"evit.precision": "int8-qdq"})
+        onnx.save(proto, str(path))
+
+    def _trt_fp16(self) -> bool:
+        """fp16 engines for ``fp16``; with ``int8``, fp16 where TensorRT 10 may use it (11 keeps
+        the float part of a Q/DQ file in fp32)."""
+        if self.precision == "fp16":
+            return True
+        if self.precision != "int8":
+            return False
+        from edge.tensorrt import import_tensorrt
+
+        return int(import_tensorrt().__version__.split(".")[0]) < 11
 
     def open(
         self, config: ModelConfig, timings: dict[str, float] | None = None, label: str | None = None

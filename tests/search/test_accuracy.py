@@ -6,6 +6,7 @@ except in the last test, which trains for real on a tiny generated dataset.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import time
@@ -303,6 +304,60 @@ def test_confirmation_ranks_the_contenders_by_the_mean_of_two_seeds(
     again = run_search(_opts(tmp_path / "on", tiny_space, shapes, **kw))
     assert again.stats["confirmed"] == 0 and again.best.seeds == best.seeds
     assert confirming.seeds.count(1) == 2
+
+
+def test_confirmation_covers_the_contenders_each_trained_reference_and_its_rival(
+    tmp_path, monkeypatch
+):
+    from types import SimpleNamespace
+
+    from search.candidates import Candidate
+    from tests.conftest import tiny_config
+    from tests.search.conftest import latency_result
+
+    lat = {}
+
+    def cand(name, ms, top1, reference=None, trained=True):
+        config = tiny_config(name=name, img_size=64 + 16 * len(lat))  # distinct hashes
+        r = latency_result([ms] * 20, name)
+        c = Candidate(config, top1, r, 1, 1, reference=reference, remeasured=r, slot=len(lat))
+        c.trained = trained
+        lat[c.slot] = ms
+        return c
+
+    m0, m1 = cand("m0", 1.0, 20.0, "m0"), cand("m1", 1.3, 21.0, "m1")
+    m2 = cand("m2", 1.8, 0.0, "m2", trained=False)
+    a, b, c, d = (
+        cand("a", 0.9, 19.0),
+        cand("b", 1.2, 24.0),
+        cand("c", 1.25, 22.0),
+        cand("d", 1.4, 18.0),
+    )
+    second_seed = {"a": 21.0, "b": 18.0, "c": 22.0, "m0": 22.0, "m1": 21.0}
+    trained = []
+
+    def train(config, budget, out, on_epoch):
+        trained.append((config.name, budget.seed))
+        return TrainOutcome(second_seed[config.name], [], out / "best.pth", 1.0)
+
+    monkeypatch.setattr(study_module, "train_candidate", train)
+    run = study_module.SearchRun.__new__(study_module.SearchRun)
+    run.budget = TrainBudget(data=tmp_path, confirm=2)
+    run.opts = SimpleNamespace(budget_ms=1.5)
+    run.out = tmp_path
+    run.stats = {"confirmed": 0, "confirm_seconds": 0.0}
+    run.target = SimpleNamespace(name="ort-cpu", device_key="cpu")
+    run.interleaved = SimpleNamespace(ratio=lambda x, y: SimpleNamespace(ci_high=lat[x] / lat[y]))
+    monkeypatch.setattr(run, "_train_lock", contextlib.nullcontext, raising=False)
+    contenders = run.confirm([a, b, c, d], [m0, m1, m2])
+    assert contenders == [b, c]  # the two most accurate within the budget
+    # b, c; within m0's latency: a; m0; within m1's: b (again); m1. Never m2 (not trained)
+    assert trained == [("b", 1), ("c", 1), ("a", 1), ("m0", 1), ("m1", 1)]
+    assert b.seeds == [24.0, 18.0] and b.objective == 21.0
+    assert c.seeds == [22.0, 22.0] and c.objective == 22.0
+    assert a.objective == 20.0 and m0.objective == 21.0 and m1.objective == 21.0
+    assert d.seeds is None and m2.seeds is None
+    assert study_module.pick_best(contenders, 1.5) is c  # the mean decides
 
 
 def test_a_failed_confirmation_keeps_the_first_seed(
