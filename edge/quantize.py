@@ -143,14 +143,68 @@ def float_nodes(proto: onnx.ModelProto) -> dict[str, int]:
 ACTIVATIONS = ("uint8", "int8")
 
 
+def unalias_constants(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy in which every Identity of an initializer is replaced by its own initializer.
+
+    The exporter aliases equal constants through Identity nodes (a fresh model's all-zero
+    biases, say); a quantizer then sees a bias that is not an initializer and leaves it in a
+    form OpenVINO's CPU plugin has no int8 kernel for."""
+    out = onnx.ModelProto()
+    out.CopyFrom(proto)
+    inits = {i.name: i for i in out.graph.initializer}
+    keep = []
+    for node in out.graph.node:
+        if node.op_type == "Identity" and node.input[0] in inits:
+            copy = out.graph.initializer.add()
+            copy.CopyFrom(inits[node.input[0]])
+            copy.name = node.output[0]
+        else:
+            keep.append(node)
+    del out.graph.node[:]
+    out.graph.node.extend(keep)
+    return out
+
+
+OP_GROUPS = {  # the quantizable layers of an export, by role (node-name patterns)
+    "patch_embed": r"/patch_embed/",
+    "token_interaction": r"/dw[01]/",  # the depthwise convs around each attention layer
+    "ffn": r"/ffn\d?/",
+    "qkv": r"/qkv/",
+    "query_dw": r"/heads\.\d+/dw/",  # cascaded group attention's depthwise conv on Q
+    "attention_matmul": r"/attn/.*MatMul",
+    "attention_proj": r"/attn/proj/",
+    "downsample": r"/downsample/",
+    "head": r"/head/",
+}
+
+
+def op_group(node_name: str) -> str | None:
+    """The :data:`OP_GROUPS` role of a quantizable node, by its name (None: no group)."""
+    import re
+
+    return next((g for g, pat in OP_GROUPS.items() if re.search(pat, node_name)), None)
+
+
+def quantizable_nodes(proto: onnx.ModelProto, groups: Any = None) -> list[str]:
+    """Names of the Conv/MatMul/Gemm nodes of ``proto`` (only those of ``groups`` if given)."""
+    names = [n.name for n in proto.graph.node if n.op_type in QUANTIZED_OPS]
+    return names if groups is None else [n for n in names if op_group(n) in set(groups)]
+
+
 def quantize_graph(
-    fp32: onnx.ModelProto, images: np.ndarray, batch: int, activations: str = "uint8"
+    fp32: onnx.ModelProto,
+    images: np.ndarray,
+    batch: int,
+    activations: str = "uint8",
+    nodes: list[str] | None = None,
 ) -> onnx.ModelProto:
     """A QDQ int8 copy of ``fp32`` calibrated on ``images``.
 
     Args:
         activations: ``uint8`` (asymmetric: ONNX Runtime's fast u8s8 kernels on x86) or
             ``int8`` (symmetric, zero point 0: what TensorRT requires).
+        nodes: quantize only these nodes (names; see :func:`quantizable_nodes`); None: every
+            Conv, MatMul and Gemm.
     """
     if activations not in ACTIVATIONS:
         raise QuantizationError(f"activations {activations!r}: choose {' or '.join(ACTIVATIONS)}")
@@ -158,15 +212,18 @@ def quantize_graph(
 
     if is_quantized(fp32):
         raise QuantizationError("the model is already quantized (it has Q/DQ nodes)")
+    if nodes is not None and not nodes:  # onnxruntime reads an empty list as "all"
+        raise QuantizationError("no nodes to quantize were given")
     with tempfile.TemporaryDirectory() as tmp:
         src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
-        onnx.save(fp32, str(src))
+        onnx.save(unalias_constants(fp32), str(src))
         quantize_static(
             str(src),
             str(dst),
             _Reader(images, batch),
             quant_format=QuantFormat.QDQ,
             op_types_to_quantize=QUANTIZED_OPS,
+            nodes_to_quantize=nodes,
             per_channel=True,
             activation_type=QuantType.QInt8 if activations == "int8" else QuantType.QUInt8,
             weight_type=QuantType.QInt8,

@@ -110,3 +110,27 @@ def test_an_already_quantized_graph_is_refused(live_tiny, tmp_path):
     with pytest.raises(QuantizationError, match="fewer than 1 readable images"):
         calibration_images(unreadable, 4, 64, 0)
     assert np.isfinite(images).all()
+
+
+def test_op_groups_cover_every_quantizable_layer_and_select_nodes(tmp_path):
+    from edge.quantize import OP_GROUPS, op_group, quantizable_nodes
+
+    m0 = randomize(evit.create_model(evit.load_config("m0").at_img_size(64)), seed=1).eval()
+    fp32 = onnx.load(str(export_onnx(m0, tmp_path / "m0.onnx").path))
+    names = quantizable_nodes(fp32)
+    groups = {op_group(n) for n in names}
+    assert None not in groups, [n for n in names if op_group(n) is None]
+    assert groups == set(OP_GROUPS)  # every group occurs in M0
+    ffn = quantizable_nodes(fp32, ["ffn"])
+    assert ffn and all("/ffn" in n for n in ffn)
+    images, _ = calibration_images(None, 2, 64, 0)
+    partial = quantize_graph(fp32, images, 1, nodes=ffn)
+    quantized = {
+        n.name
+        for n in partial.graph.node
+        if n.op_type in ("Conv", "MatMul", "Gemm")
+        and any(i.endswith("_DequantizeLinear_Output") for i in n.input)
+    }
+    assert quantized == set(ffn)  # only the FFN layers, nothing else
+    with pytest.raises(QuantizationError, match="no nodes to quantize"):
+        quantize_graph(fp32, images, 1, nodes=[])
