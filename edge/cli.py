@@ -22,6 +22,7 @@ from edge.devicelock import device_key, device_lock
 from edge.export import DEFAULT_OPSET, Int8Options, VerificationError, export_onnx
 from edge.latency import LatencyResult, measure_interleaved, measure_latency
 from edge.onnxfile import read_metadata
+from edge.openvino import OpenVinoUnavailable
 from edge.runtimes import DEVICES, RUNTIMES
 from edge.tensorrt import TensorRTError, TensorRTUnavailable
 from evit.files import check_writable
@@ -162,12 +163,22 @@ def _verdict(ratio: Any, first: str, second: str) -> str:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    common = dict(runtime=args.runtime, device=args.device, batch=args.batch, threads=args.threads)
+    common = dict(
+        runtime=args.runtime,
+        device=args.device,
+        batch=args.batch,
+        threads=args.threads,
+        precision=args.precision,
+    )
     with device_lock(device_key(args.device)):  # no other measurement on this device meanwhile
         return _bench_locked(args, common)
 
 
 def _bench_locked(args: argparse.Namespace, common: dict[str, Any]) -> int:
+    if args.runtime == "openvino":
+        checked = _check_openvino(args, common)
+        if checked:
+            return checked
     if args.compare:
         res = measure_interleaved(
             [args.model, args.compare], **common, max_seconds=args.max_seconds
@@ -192,13 +203,38 @@ def _bench_locked(args: argparse.Namespace, common: dict[str, Any]) -> int:
         return 0
     print(_format(result))
     env = result.environment
-    package = {"ort": "onnxruntime", "trt": "tensorrt"}.get(result.runtime, "torch")
+    package = {"ort": "onnxruntime", "trt": "tensorrt", "openvino": "openvino"}.get(
+        result.runtime, "torch"
+    )
     print(
         f"  {env['cpu']}, {env['usable_cores']} usable cores, threads "
         f"{result.threads or 'default'}, {result.runtime} "
         f"{env['versions'].get(package)}"
         + (f", GPU {env.get('gpu')}" if result.device == "cuda" else "")
     )
+    return 0
+
+
+def _check_openvino(args: argparse.Namespace, common: dict[str, Any]) -> int:
+    """OpenVINO's numbers against ONNX Runtime's on the same file, before any timing."""
+    from edge.openvino import check_against_ort
+    from edge.runtimes import open_runtime
+
+    for model in [args.model] + ([args.compare] if args.compare else []):
+        rt = open_runtime(model, **common)
+        try:
+            check = check_against_ort(model, rt)
+        finally:
+            rt.close()
+        line = (
+            f"{model}: OpenVINO {check['precision']} vs ONNX Runtime on {check['samples']} "
+            f"images: logit cosine {check['cosine']:.5f} (min {check['min_cosine']}), top-1 "
+            f"agreement {check['top1_agreement']:.2f} (min {check['min_top1']})"
+        )
+        if not check["passed"]:
+            print(f"error: {line}", file=sys.stderr)
+            return 1
+        print(line, file=sys.stderr if args.json else sys.stdout)
     return 0
 
 
@@ -298,9 +334,16 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--runtime",
         choices=RUNTIMES,
-        help="default by file type: .onnx->ort, .engine->trt, name->torch",
+        help="default by file type: .onnx->ort, .engine->trt, name->torch; openvino: "
+        "OpenVINO on the CPU (the 'openvino' extra)",
     )
     bench.add_argument("--device", choices=DEVICES, default="cpu", help="default cpu")
+    bench.add_argument(
+        "--precision",
+        choices=("fp32", "f32", "bf16", "int8"),
+        help="--runtime openvino: inference precision (fp32 default; bf16 where the CPU has "
+        "it; int8 from a Q/DQ file); the numbers are checked against fp32 ONNX Runtime first",
+    )
     bench.add_argument("--batch", type=_positive, default=1, help="images per run (default 1)")
     bench.add_argument(
         "--threads",
@@ -334,7 +377,7 @@ def main(argv: list[str] | None = None) -> int:
     handlers = {"export": _export, "info": _info, "trt": _trt, "bench": _bench}
     try:
         return handlers[args.command](args)
-    except (ValueError, TensorRTUnavailable) as e:
+    except (ValueError, TensorRTUnavailable, OpenVinoUnavailable) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except TensorRTError as e:  # a build or run that failed inside TensorRT

@@ -67,7 +67,7 @@ def environment(threads: int | None = None, device: str = "cpu") -> dict[str, An
     except OSError:
         pass
     versions = {}
-    for package in ("onnxruntime", "torch", "tensorrt", "numpy", "onnx"):
+    for package in ("onnxruntime", "torch", "tensorrt", "openvino", "numpy", "onnx"):
         try:
             versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
@@ -104,7 +104,7 @@ def fingerprint(env: dict[str, Any], runtime: str, batch: int) -> str:
         "versions": {
             k: v
             for k, v in env.get("versions", {}).items()
-            if k in ("onnxruntime", "tensorrt", "torch")
+            if k in ("onnxruntime", "tensorrt", "torch", "openvino")
         },
     }
     return hashlib.sha256(json.dumps(stable, sort_keys=True).encode()).hexdigest()[:16]
@@ -212,6 +212,7 @@ def measure_latency(
     device: str = "cpu",
     batch: int = 1,
     threads: int | None = None,
+    precision: str | None = None,
     warmup_seconds: float = 0.2,
     target_rel_ci: float = 0.02,
     min_runs: int = 20,
@@ -223,7 +224,7 @@ def measure_latency(
 
     Args:
         model: a path/name for :func:`edge.runtimes.open_runtime`, or an open runtime.
-        runtime, device, batch, threads: passed to ``open_runtime``.
+        runtime, device, batch, threads, precision: passed to ``open_runtime``.
         warmup_seconds: runs discarded before measuring.
         target_rel_ci: stop once the CI half-width relative to the median is at most this.
         min_runs: at least this many measured runs.
@@ -234,7 +235,9 @@ def measure_latency(
     """
     if target_rel_ci <= 0:
         raise ValueError(f"target_rel_ci={target_rel_ci}: must be > 0")
-    rt, session_ms = _open(model, runtime=runtime, device=device, batch=batch, threads=threads)
+    rt, session_ms = _open(
+        model, runtime=runtime, device=device, batch=batch, threads=threads, precision=precision
+    )
     try:
         return _measure(
             rt,
@@ -367,6 +370,7 @@ def measure_interleaved(
     device: str = "cpu",
     batch: int = 1,
     threads: int | None = None,
+    precision: str | None = None,
     block_seconds: float = 0.15,
     block_discard: float = 0.3,
     pause_seconds: float = 0.02,
@@ -393,7 +397,7 @@ def measure_interleaved(
     """
     if len(models) < 2:
         raise ValueError("measure_interleaved needs at least two models")
-    common = dict(runtime=runtime, device=device, batch=batch, threads=threads)
+    common = dict(runtime=runtime, device=device, batch=batch, threads=threads, precision=precision)
     openers: list[Callable[[], Runtime]] = []
     kept: list[Runtime | None] = []
     for m in models:

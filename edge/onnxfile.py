@@ -53,6 +53,30 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
     return out
 
 
+def image_input(
+    proto: onnx.ModelProto, batch: int, source: str
+) -> tuple[str, tuple[int, int, int, int]]:
+    """The name and run shape of a model's one image input (B, C, H, W) at ``batch``.
+
+    Raises:
+        ValueError: not one 4-D input, or a static batch other than ``batch``.
+    """
+    inp = proto.graph.input[0]
+    dims = [
+        d.dim_value if d.HasField("dim_value") else d.dim_param
+        for d in inp.type.tensor_type.shape.dim
+    ]
+    if len(dims) != 4:
+        raise ValueError(f"{source}: expected one image input (B, C, H, W), got shape {dims}")
+    if isinstance(dims[0], int) and dims[0] > 0 and dims[0] != batch:
+        raise ValueError(
+            f"{source} was exported for batch {dims[0]}, but batch {batch} was "
+            "requested; re-export with --batch N or --batch dynamic"
+        )
+    c, h, w = (int(d) for d in dims[1:])
+    return inp.name, (batch, c, h, w)
+
+
 def load_onnx(path: str | os.PathLike, load_weights: bool = True) -> onnx.ModelProto:
     """Read an ONNX file; a missing or corrupt file raises a one-line ``ValueError``."""
     path = Path(path)

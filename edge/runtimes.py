@@ -25,16 +25,8 @@ from edge.base import Runtime
 
 log = logging.getLogger(__name__)
 
-RUNTIMES = ("ort", "torch", "trt")
+RUNTIMES = ("ort", "torch", "trt", "openvino")
 DEVICES = ("cpu", "cuda")
-
-
-def _check_batch(expected: int | str | None, batch: int, source: str) -> None:
-    if isinstance(expected, int) and expected > 0 and expected != batch:
-        raise ValueError(
-            f"{source} was exported for batch {expected}, but batch {batch} was "
-            "requested; re-export with --batch N or --batch dynamic"
-        )
 
 
 class OrtRuntime(Runtime):
@@ -62,7 +54,7 @@ class OrtRuntime(Runtime):
     ) -> None:
         import onnxruntime as ort
 
-        from edge.onnxfile import load_onnx
+        from edge.onnxfile import image_input, load_onnx
 
         if optimization not in self.OPTIMIZATION:
             raise ValueError(
@@ -77,16 +69,7 @@ class OrtRuntime(Runtime):
         else:
             proto = load_onnx(path, load_weights=False)
             source = str(path)
-        inp = proto.graph.input[0]
-        dims = [
-            d.dim_value if d.HasField("dim_value") else d.dim_param
-            for d in inp.type.tensor_type.shape.dim
-        ]
-        if len(dims) != 4:
-            raise ValueError(f"{path}: expected one image input (B, C, H, W), got shape {dims}")
-        _check_batch(dims[0], batch, str(path))
-        self.input_name = inp.name
-        self.input_shape = (batch, *(int(d) for d in dims[1:]))
+        self.input_name, self.input_shape = image_input(proto, batch, str(path))
         options = ort.SessionOptions()
         if threads is not None:
             options.intra_op_num_threads = threads
@@ -236,12 +219,14 @@ def open_runtime(
     weights: str | None = None,
     spinning: bool = True,
     cuda_graph: bool = False,
+    precision: str | None = None,
 ) -> Runtime:
     """Open ``model`` (``.onnx``, ``.engine``, or a variant name / YAML / checkpoint).
 
     The runtime defaults by file type: ``.onnx`` -> ONNX Runtime, ``.engine`` -> TensorRT,
-    anything else -> PyTorch (fused). A name with ``runtime='ort'`` is exported to a temporary
-    ONNX file first.
+    anything else -> PyTorch (fused). A name with ``runtime='ort'`` or ``'openvino'`` is
+    exported to a temporary ONNX file first. ``precision`` (``fp32``, ``bf16``, ``int8``) is
+    OpenVINO's; the other runtimes run the file's own precision.
     """
     if runtime is not None and runtime not in RUNTIMES:
         raise ValueError(f"unknown runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}")
@@ -252,6 +237,11 @@ def open_runtime(
     text = str(model)
     suffix = Path(text).suffix
     kind = runtime or {".onnx": "ort", ".engine": "trt", ".plan": "trt"}.get(suffix, "torch")
+    if precision is not None and kind != "openvino":
+        raise ValueError(
+            f"--precision {precision} is for --runtime openvino; {kind} runs the file's own "
+            "precision (export with --fp16 or --int8)"
+        )
     if suffix in (".onnx", ".engine", ".plan") and not Path(text).is_file():
         raise ValueError(f"model file not found: {text}")
     if kind == "trt":
@@ -270,6 +260,17 @@ def open_runtime(
                 "'python -m edge trt model.onnx') or an .onnx file"
             )
         return TrtRuntime(Path(text).read_bytes(), batch=batch, label=text, cuda_graph=cuda_graph)
+    if kind == "openvino":
+        from edge.openvino import OpenVinoRuntime
+
+        if device != "cpu":
+            raise ValueError("the OpenVINO runtime here is CPU only (--device cpu)")
+        if suffix != ".onnx":
+            raise ValueError(
+                "the OpenVINO runtime takes an .onnx file (python -m edge export MODEL --out "
+                "F.onnx)"
+            )
+        return OpenVinoRuntime(text, batch=batch, threads=threads, precision=precision or "fp32")
     if kind == "ort":
         if device != "cpu":
             raise ValueError(

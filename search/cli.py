@@ -20,6 +20,7 @@ from typing import Any
 
 import optuna
 
+from edge.openvino import OpenVinoUnavailable
 from edge.tensorrt import TensorRTUnavailable
 from search.accuracy import TrainBudget
 from search.objectives import ACCURACY, OBJECTIVE_NAMES
@@ -112,9 +113,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--precision",
-        choices=("fp32", "fp16", "int8"),
+        choices=("fp32", "fp16", "bf16", "int8"),
         help="measure every candidate and M0-M5 in this precision: int8 = Q/DQ graphs "
-        "(ort-cpu, trt), fp16 (trt); default fp16 on trt, else fp32",
+        "(ort-cpu, openvino-cpu, trt), fp16 (trt), bf16 (openvino-cpu, where the CPU has "
+        "it); default fp16 on trt, else fp32",
     )
     p.add_argument("--batch", type=int, default=1, help="images per inference (default 1)")
     p.add_argument(
@@ -332,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     except NothingFits as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    except (ValueError, TargetUnavailable, TensorRTUnavailable) as e:
+    except (ValueError, TargetUnavailable, TensorRTUnavailable, OpenVinoUnavailable) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

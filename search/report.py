@@ -517,6 +517,7 @@ def summary(outcome: Any) -> dict[str, Any]:
             for ref, c in outcome.iso_latency
         ],
         "precision": outcome.target.precision,
+        "auto_choice": outcome.auto_choice,
         "precision_vs_fp32": [
             {
                 "model": row.candidate.config.name,
@@ -609,9 +610,12 @@ def report_markdown(outcome: Any, files: list[str], onnx_note: str, family_md: s
             "",
         ]
     lines += [
-        f"- Budget: **{outcome.budget_ms:g} ms** per batch of {t.batch} on `{t.name}` "
+        f"- Budget: **{outcome.budget_ms:g} ms** per batch of {t.batch} on `{t.name}`"
+        + (f" in {t.precision}" if t.precision != "fp32" else "")
+        + " "
         f"({env.get('cpu')}, threads {t.threads}, "
         f"{', '.join(f'{k} {v}' for k, v in env.get('versions', {}).items())})",
+        *([f"- Target: {outcome.auto_choice}"] if outcome.auto_choice else []),
         f"- Objective: `{outcome.objective.name}`: {outcome.objective.description}. "
         + (_training_line(outcome) if outcome.training else "No accuracy was measured."),
         f"- Trials: {stats.get('trials')} in the study; this run measured "

@@ -28,6 +28,7 @@ import logging
 import math
 import os
 import shutil
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,7 +69,13 @@ from search.storage import (
     redact_url,
     worker_id,
 )
-from search.targets import TRIAL_BUILD_LEVEL, Target, resolve_target
+from search.targets import (
+    CPU_TARGETS,
+    TRIAL_BUILD_LEVEL,
+    Target,
+    choose_cpu_target,
+    resolve_target,
+)
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +155,7 @@ class SearchOutcome:
     iso_latency: list[tuple[Candidate, Candidate]] = field(default_factory=list)
     # not fp32: the pick and the references in fp32 and this precision, side by side
     precision_rows: list[PrecisionRow] = field(default_factory=list)
+    auto_choice: str | None = None  # --target auto on a CPU: what it measured and chose
 
 
 @dataclass
@@ -269,18 +277,24 @@ class SearchRun:
                 self.budget, [self.space.smallest(), self.space.largest()], len(self.classes)
             )
         target_name = resolve_target(opts.target)
+        # auto without TensorRT: the fastest CPU path, measured once everything else is checked
+        auto_cpu = opts.target == "auto" and target_name != "trt"
+        # int8 calibrates on the user's images when there are some (else generated frames)
+        calib = Path(self.budget.data) / "train" if self.budget is not None else None
         self.target = Target(
             target_name,
             batch=opts.batch,
             threads=opts.threads,
             max_seconds=opts.measure_seconds,
-            precision=opts.precision,
-            # int8 calibrates on the user's images when there are some (else generated frames)
-            calib=Path(self.budget.data) / "train" if self.budget is not None else None,
+            precision=None if auto_cpu else opts.precision,
+            calib=calib,
             build_level=TRIAL_BUILD_LEVEL if target_name == "trt" else None,
         )
         self.study_name = opts.study or default_study_name(
-            target_name, opts, self.target.threads, self.target.precision or "fp32"
+            "auto" if auto_cpu else target_name,
+            opts,
+            self.target.threads,
+            (opts.precision or "fp32") if auto_cpu else self.target.precision or "fp32",
         )
         self.out = Path(opts.out) if opts.out else Path("runs") / self.study_name
         if target_name == "trt":  # one timing cache for every trial and worker of the study
@@ -290,10 +304,23 @@ class SearchRun:
             make_storage(opts.storage)  # a bad URL fails before anything is written
         _check_writable(self.out)
         self.target.workdir = self.out / "tmp"
+        self.auto_choice: str | None = None
+        if auto_cpu:
+            self.target, self.auto_choice = choose_cpu_target(
+                self.out,
+                batch=opts.batch,
+                threads=opts.threads,
+                precision=opts.precision,
+                max_seconds=opts.measure_seconds,
+                workdir=self.out / "tmp",
+                calib=calib,
+            )
+            target_name = self.target.name
+            print(self.auto_choice, file=sys.stderr, flush=True)
         self.log = MeasurementLog(self.out / "measurements.jsonl", self.target.fingerprint)
-        peak = (
+        peak = (  # the MAC floor rests on the fp32 GEMM peak: int8/bf16 kernels can beat it
             gemm_peak_macs_per_ms(self.target.threads)
-            if target_name in ("ort-cpu", "torch-cpu")
+            if target_name in CPU_TARGETS and self.target.precision == "fp32"
             else None
         )
         self.prefilter = PreFilter(opts.budget_ms, peak)
@@ -928,6 +955,7 @@ def run_search(opts: SearchOptions, progress_factory: Any | None = None) -> Sear
         iso_latency=iso_latency,
         interleaved=run.interleaved,
         precision_rows=precision_rows,
+        auto_choice=run.auto_choice,
     )
     write_outputs(outcome, study, run)
     return outcome

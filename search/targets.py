@@ -13,6 +13,8 @@ level with one timing cache shared by all trials (``build_level``, ``timing_cach
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import time
 from collections.abc import Callable
@@ -26,9 +28,11 @@ from edge.latency import LatencyResult, environment, fingerprint, measure_latenc
 from edge.runtimes import OrtRuntime, Runtime, TorchRuntime
 from evit.config import ModelConfig
 
-TARGETS = ("auto", "ort-cpu", "trt", "torch-cpu", "torch-cuda")
+TARGETS = ("auto", "ort-cpu", "openvino-cpu", "trt", "torch-cpu", "torch-cuda")
+CPU_TARGETS = ("ort-cpu", "openvino-cpu", "torch-cpu")
 PRECISIONS = {  # what each target can measure; the first is its default
     "ort-cpu": ("fp32", "int8"),
+    "openvino-cpu": ("fp32", "bf16", "int8"),
     "trt": ("fp16", "fp32", "int8"),
     "torch-cpu": ("fp32",),
     "torch-cuda": ("fp32",),
@@ -59,6 +63,13 @@ def resolve_target(name: str) -> str:
         reason = tensorrt_status()
         if reason is not None:
             raise TargetUnavailable(f"target trt unavailable: {reason}")
+    if name == "openvino-cpu":
+        from edge.openvino import OpenVinoUnavailable, import_openvino
+
+        try:
+            import_openvino()
+        except OpenVinoUnavailable as e:
+            raise TargetUnavailable(f"target openvino-cpu unavailable: {e}") from None
     if name == "torch-cuda" and not _cuda_available():
         raise TargetUnavailable("target torch-cuda unavailable: no CUDA GPU is visible")
     return name
@@ -75,6 +86,23 @@ class OrtFactory:
 
     def __call__(self) -> Runtime:
         return OrtRuntime(self.onnx_bytes, batch=self.batch, threads=self.threads)
+
+
+@dataclass(frozen=True)
+class OpenVinoFactory:
+    """Compiles in-memory ONNX bytes with OpenVINO on the CPU (picklable)."""
+
+    onnx_bytes: bytes
+    batch: int
+    threads: int | None
+    precision: str
+
+    def __call__(self) -> Runtime:
+        from edge.openvino import OpenVinoRuntime
+
+        return OpenVinoRuntime(
+            self.onnx_bytes, batch=self.batch, threads=self.threads, precision=self.precision
+        )
 
 
 @dataclass(frozen=True)
@@ -125,7 +153,11 @@ class Target:
             raise ValueError(
                 f"--precision {self.precision}: target {self.name} measures {', '.join(allowed)}"
             )
-        if self.threads is None and self.name in ("ort-cpu", "torch-cpu"):
+        if self.precision == "bf16":
+            from edge.openvino import check_precision
+
+            check_precision("bf16")  # a CPU without bf16: one line, not a silent f32 run
+        if self.threads is None and self.name in CPU_TARGETS:
             self.threads = (
                 len(os.sched_getaffinity(0))
                 if hasattr(os, "sched_getaffinity")
@@ -142,7 +174,9 @@ class Target:
     def description(self) -> str:
         """The device and software a latency belongs to, in words (the study records it)."""
         versions = self.env.get("versions", {})
-        package = {"ort": "onnxruntime", "trt": "tensorrt"}.get(self.runtime, "torch")
+        package = {"ort": "onnxruntime", "trt": "tensorrt", "openvino": "openvino"}.get(
+            self.runtime, "torch"
+        )
         where = (
             self.env.get("gpu") or f"{self.env.get('cpu')} ({self.env.get('usable_cores')} cores)"
         )
@@ -157,7 +191,7 @@ class Target:
 
     @property
     def runtime(self) -> str:
-        return {"ort-cpu": "ort", "trt": "trt"}.get(self.name, "torch")
+        return {"ort-cpu": "ort", "trt": "trt", "openvino-cpu": "openvino"}.get(self.name, "torch")
 
     def prepare(
         self, config: ModelConfig, timings: dict[str, float] | None = None
@@ -201,6 +235,8 @@ class Target:
             onnx_bytes = path.read_bytes()
         finally:
             path.unlink(missing_ok=True)
+        if self.name == "openvino-cpu":
+            return OpenVinoFactory(onnx_bytes, self.batch, self.threads, self.precision or "fp32")
         return OrtFactory(onnx_bytes, self.batch, self.threads)
 
     def _quantize(self, path: Path, img_size: int) -> None:
@@ -251,3 +287,94 @@ class Target:
         finally:
             timings["measure_s"] = time.perf_counter() - start
             rt.close()
+
+
+AUTO_FILE = "auto-target.json"  # --target auto's choice, reused when the study resumes
+
+
+def cpu_paths(precision: str | None = None) -> list[tuple[str, str]]:
+    """Every CPU runtime and precision this machine can measure (``precision``: only that)."""
+    paths = [("ort-cpu", "fp32"), ("ort-cpu", "int8")]
+    try:
+        from edge.openvino import bf16_supported, import_openvino
+
+        import_openvino()
+        paths += [("openvino-cpu", "fp32")]
+        paths += [("openvino-cpu", "bf16")] if bf16_supported() else []
+        paths += [("openvino-cpu", "int8")]
+    except ImportError:
+        pass
+    except RuntimeError:  # OpenVinoUnavailable
+        pass
+    chosen = [p for p in paths if precision is None or p[1] == precision]
+    if not chosen:
+        raise ValueError(
+            f"--target auto --precision {precision}: no CPU runtime here measures {precision} "
+            f"(available: {', '.join(f'{n} {p}' for n, p in paths)})"
+        )
+    return chosen
+
+
+def choose_cpu_target(
+    out: Path,
+    *,
+    batch: int,
+    threads: int | None,
+    precision: str | None,
+    max_seconds: float,
+    workdir: Path,
+    calib: Path | None,
+) -> tuple[Target, str]:
+    """``--target auto`` without TensorRT: measure M0 and M5 on every CPU runtime and
+    precision, interleaved, and take the path with the lowest geometric mean of the two.
+
+    Returns the target and a one-line table of what was measured and why it won. The choice is
+    saved in ``out`` so that a resumed study keeps its target.
+    """
+    from edge.devicelock import device_key, device_lock
+    from edge.latency import measure_interleaved
+    from search.space import reference_configs
+
+    common = dict(batch=batch, threads=threads, max_seconds=max_seconds, workdir=workdir)
+    saved = out / AUTO_FILE
+    asked = {"precision": precision, "batch": batch, "threads": threads}
+    if saved.is_file():
+        data = json.loads(saved.read_text())
+        if data.get("asked") == asked:
+            target = Target(data["target"], precision=data["precision"], calib=calib, **common)
+            return target, f"{data['table']} (chosen when this study started)"
+    paths = cpu_paths(precision)
+    targets = [Target(n, precision=p, calib=calib, **common) for n, p in paths]
+    refs = reference_configs()
+    models = [refs["efficientvit_m0"], refs["efficientvit_m5"]]
+    with device_lock(device_key("cpu"), exclusive=False):
+        factories = [t.prepare(m) for t in targets for m in models]
+    labels = [f"{t.name} {t.precision} {m.name}" for t in targets for m in models]
+    with device_lock(device_key("cpu")):
+        res = measure_interleaved(
+            factories, labels=labels, min_rounds=6, max_rounds=20, max_seconds=45.0
+        )
+    cells, scores = [], []
+    for i, t in enumerate(targets):
+        m0, m5 = res.results[2 * i].median_ms, res.results[2 * i + 1].median_ms
+        scores.append(math.sqrt(m0 * m5))
+        cells.append(f"{t.name} {t.precision} M0 {m0:.2f} / M5 {m5:.2f} ms")
+    best = min(range(len(targets)), key=lambda i: scores[i])
+    table = (
+        "--target auto: "
+        + " | ".join(cells)
+        + f" -> {targets[best].name} {targets[best].precision} (lowest geometric mean of M0 "
+        "and M5, measured interleaved just now)"
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    saved.write_text(
+        json.dumps(
+            {
+                "asked": asked,
+                "target": targets[best].name,
+                "precision": targets[best].precision,
+                "table": table,
+            }
+        )
+    )
+    return targets[best], table
