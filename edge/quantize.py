@@ -208,8 +208,6 @@ def quantize_graph(
     """
     if activations not in ACTIVATIONS:
         raise QuantizationError(f"activations {activations!r}: choose {' or '.join(ACTIVATIONS)}")
-    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
-
     if is_quantized(fp32):
         raise QuantizationError("the model is already quantized (it has Q/DQ nodes)")
     if nodes is not None and not nodes:  # onnxruntime reads an empty list as "all"
@@ -217,19 +215,34 @@ def quantize_graph(
     with tempfile.TemporaryDirectory() as tmp:
         src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
         onnx.save(unalias_constants(fp32), str(src))
-        quantize_static(
-            str(src),
-            str(dst),
-            _Reader(images, batch),
-            quant_format=QuantFormat.QDQ,
-            op_types_to_quantize=QUANTIZED_OPS,
-            nodes_to_quantize=nodes,
-            per_channel=True,
-            activation_type=QuantType.QInt8 if activations == "int8" else QuantType.QUInt8,
-            weight_type=QuantType.QInt8,
-            extra_options={"ActivationSymmetric": activations == "int8", "WeightSymmetric": True},
-        )
+        # onnxruntime's quantizer logs advice on the root logger for every call ("consider
+        # pre-processing"): not for our users, whose graphs are already optimized exports
+        previous = logging.root.manager.disable
+        logging.disable(logging.WARNING)
+        try:
+            _quantize_static(src, dst, images, batch, activations, nodes)
+        finally:
+            logging.disable(previous)
         return onnx.load(str(dst))
+
+
+def _quantize_static(
+    src: Path, dst: Path, images: np.ndarray, batch: int, activations: str, nodes: Any
+) -> None:
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+    quantize_static(
+        str(src),
+        str(dst),
+        _Reader(images, batch),
+        quant_format=QuantFormat.QDQ,
+        op_types_to_quantize=QUANTIZED_OPS,
+        nodes_to_quantize=nodes,
+        per_channel=True,
+        activation_type=QuantType.QInt8 if activations == "int8" else QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+        extra_options={"ActivationSymmetric": activations == "int8", "WeightSymmetric": True},
+    )
 
 
 def compare_int8(

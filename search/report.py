@@ -26,6 +26,15 @@ from search.storage import pid_alive
 
 log = logging.getLogger(__name__)
 
+TIMING_KEYS = (  # per measured trial (``Target.prepare``/``measure``), in seconds
+    "build_s",
+    "export_s",
+    "quantize_s",
+    "engine_s",
+    "session_s",
+    "measure_s",
+    "objective_s",
+)
 CSV_FIELDS = [
     "number",
     "state",
@@ -48,11 +57,7 @@ CSV_FIELDS = [
     "windows",
     "kernels",
     "arch_hash",
-    "build_s",
-    "export_s",
-    "session_s",
-    "measure_s",
-    "objective_s",
+    *TIMING_KEYS,
     "top1",
     "early_top1",
     "train_img_size",
@@ -111,7 +116,8 @@ def trials_csv(study: optuna.Study, run: Any) -> str:
                     note=f"not measured: {a.get('prefilter_reason')} "
                     f"(latency >= {t.values[1]:.3f} ms)",
                 )
-            row.update({k: f"{v:.3f}" for k, v in a.get("timings", {}).items()})
+            timings = a.get("timings", {}).items()
+            row.update({k: f"{v:.3f}" for k, v in timings if k in TIMING_KEYS})
             if a.get("accuracy_source", "trained") != "trained":
                 row["note"] = a["accuracy_source"]
         row.update(
@@ -355,7 +361,7 @@ def _timing_summary(stats: dict[str, Any]) -> str:
     timings = stats.get("timings", [])
     if not timings:
         return "no new measurements in this run"
-    keys = ["build_s", "export_s", "session_s", "measure_s", "objective_s"]
+    keys = [k for k in TIMING_KEYS if any(k in t for t in timings)]
     means = {k: sum(t.get(k, 0.0) for t in timings) / len(timings) for k in keys}
     return (
         ", ".join(f"{k[:-2]} {v:.2f} s" for k, v in means.items())
@@ -453,7 +459,12 @@ def _export_int8(outcome: Any, source: Any, out: Path, files: list[str]) -> str:
         f"`best.int8.onnx`: the same weights in Q/DQ int8 ({options.activations} activations, "
         f"calibrated on {calib['source']}); against fp32 on "
         f"{check['samples']} other images: top-1 agreement {check['top1_agreement']:.2f}, "
-        f"logit cosine {check['cosine']:.4f}."
+        f"logit cosine {check['cosine']:.4f}"
+        + (
+            "."
+            if outcome.best.checkpoint is not None
+            else " (random weights: recorded, not a measure of a trained model's int8 accuracy)."
+        )
     )
 
 

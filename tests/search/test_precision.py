@@ -17,7 +17,17 @@ from tests.conftest import tiny_config
 from tests.edge.test_tensorrt import _fake_tensorrt
 
 
-def test_int8_search_measures_in_int8_and_compares_with_fp32(tmp_path, tiny_space, fake_target):
+def test_int8_search_measures_in_int8_and_compares_with_fp32(
+    tmp_path, tiny_space, fake_target, monkeypatch
+):
+    measure = fake_target.measure
+
+    def timed(self, config, timings=None):  # as a real int8 trial reports its phases
+        if timings is not None:
+            timings.update(export_s=0.01, quantize_s=0.02, someday_s=0.03)
+        return measure(self, config, timings)
+
+    monkeypatch.setattr(fake_target, "measure", timed)
     opts = SearchOptions(
         budget_ms=1.5,
         target="ort-cpu",
@@ -48,6 +58,9 @@ def test_int8_search_measures_in_int8_and_compares_with_fp32(tmp_path, tiny_spac
     assert summary["precision"] == "int8" and len(summary["precision_vs_fp32"]) == len(rows)
     int8_file = onnx.load(outcome.out / "best.int8.onnx")
     assert any(n.op_type == "QuantizeLinear" for n in int8_file.graph.node)
+    header = (outcome.out / "trials.csv").read_text().splitlines()[0].split(",")
+    assert "quantize_s" in header and "someday_s" not in header  # unknown phases are left out
+    assert "quantize" in report
     fp32_file = onnx.load(outcome.out / "best.onnx")
     assert not any(n.op_type == "QuantizeLinear" for n in fp32_file.graph.node)
 
