@@ -29,9 +29,10 @@ def main() -> None:
     args = parser.parse_args()
 
     import evit
+    from edge.crosscheck import check_against_ort
     from edge.export import Int8Options, export_onnx
     from edge.latency import measure_interleaved
-    from edge.openvino import OpenVinoRuntime, bf16_supported, check_against_ort, cpu_name
+    from edge.openvino import OpenVinoRuntime, bf16_supported, cpu_name
     from edge.runtimes import OrtRuntime
     from evit.live import live_copy
 

@@ -217,7 +217,7 @@ def _bench_locked(args: argparse.Namespace, common: dict[str, Any]) -> int:
 
 def _check_openvino(args: argparse.Namespace, common: dict[str, Any]) -> int:
     """OpenVINO's numbers against ONNX Runtime's on the same file, before any timing."""
-    from edge.openvino import check_against_ort
+    from edge.crosscheck import check_against_ort
     from edge.runtimes import open_runtime
 
     for model in [args.model] + ([args.compare] if args.compare else []):

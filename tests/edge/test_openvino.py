@@ -50,10 +50,10 @@ def test_missing_openvino_is_one_line_and_exit_2(monkeypatch, files, capsys):
 
 
 openvino = pytest.importorskip("openvino")
-from edge.openvino import (  # noqa: E402 - after the skip
+from edge.crosscheck import check_against_ort  # noqa: E402 - after the skip
+from edge.openvino import (  # noqa: E402
     OpenVinoRuntime,
     bf16_supported,
-    check_against_ort,
     check_precision,
 )
 
