@@ -95,9 +95,8 @@ class TrainBudget:
         threads: CPU threads for training.
         device: training device (default CUDA when available, else the CPU).
         confirm: after the search, the pick's contenders (this many of the most accurate
-            within the budget), the trained references and the most accurate candidate within
-            each one's latency train again with seed + 1 and are ranked by the mean of both
-            seeds (0 turns it off).
+            within the budget), M0 and the most accurate candidate within M0's latency train
+            again with seed + 1 and are ranked by the mean of both seeds (0 turns it off).
     """
 
     data: Path

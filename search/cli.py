@@ -191,10 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=TrainBudget.confirm,
         metavar="K",
-        help="after the search, train the K most accurate candidates within the budget, the "
-        "trained references and the most accurate candidate within each one's latency again "
-        f"with another seed, and pick by the mean of both (default {TrainBudget.confirm}; "
-        "0 = off)",
+        help="after the search, train the K most accurate candidates within the budget, M0 and "
+        "the most accurate candidate within M0's latency again with another seed, and pick by "
+        f"the mean of both (default {TrainBudget.confirm}; 0 = off)",
     )
     p.add_argument(
         "--space",

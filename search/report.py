@@ -559,10 +559,10 @@ def _training_line(outcome: Any) -> str:
         f"the early-stop rule stopped {stats.get('early_stopped', 0)}, saving about "
         f"{stats.get('early_saved_s', 0):.0f} s."
         + (
-            f" The pick's {t['confirm']} contenders, the trained references and the best "
-            f"candidate within each one's latency trained again with seed {t['seed'] + 1} "
-            f"({stats['confirmed']} trainings, {stats['confirm_seconds']:.0f} s; earlier ones "
-            "reused): accuracies marked with seeds are means of both, and the pick is the best "
+            f" The pick's {t['confirm']} contenders, M0 and the best candidate within M0's "
+            f"latency trained again with seed {t['seed'] + 1} ({stats['confirmed']} trainings, "
+            f"{stats['confirm_seconds']:.0f} s; earlier ones reused): accuracies marked with "
+            "seeds are means of both (the others are seed 0's), and the pick is the best "
             "contender."
             if stats.get("confirmed") is not None and t.get("confirm")
             else ""

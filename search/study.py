@@ -15,8 +15,9 @@ over the budget is never trained; one within it trains briefly on the user's dat
 device lock in shared mode, so that no measurement runs on the same cores meanwhile) and scores
 validation top-1; an early-stop rule ends hopeless trainings; trained weights are kept only for
 the current Pareto set (``trials/<number>/best.pth``). After the re-measurement the pick's
-contenders and the trained references train again with another seed and are ranked by the mean
-(``--confirm``): the most accurate of ~20 noisy scores is otherwise mostly the luckiest.
+contenders, M0 and the best candidate within M0's latency train again with another seed and are
+ranked by the mean (``--confirm``): the most accurate of ~20 noisy scores is otherwise mostly
+the luckiest.
 """
 
 from __future__ import annotations
@@ -629,14 +630,14 @@ class SearchRun:
     def confirm(
         self, chosen: list[Candidate], references: list[Candidate]
     ) -> list[Candidate] | None:
-        """Train the pick's contenders and the trained references again with seed + 1.
+        """Train the pick's contenders, M0 and M0's rival again with seed + 1.
 
-        Trained again: the ``budget.confirm`` most accurate candidates within the budget, each
-        trained reference and the most accurate candidate within its latency, so that every
-        comparison in the report is between means of the same two seeds. Each gets ``seeds``
-        (both scores) and the mean as its objective. Returns the contenders for the budget (the
-        pick is made among them), or None when nothing was confirmed. Second-seed weights are
-        not kept: ``best.pth`` is seed 0's.
+        Trained again: the ``budget.confirm`` most accurate candidates within the budget, M0
+        (the first reference, when trained) and the most accurate candidate within M0's
+        latency, so that the headline comparisons (pick vs M0, and at M0's latency) are between
+        means of the same two seeds. Each gets ``seeds`` (both scores) and the mean as its
+        objective. Returns the contenders for the budget (the pick is made among them), or None
+        when nothing was confirmed. Second-seed weights are not kept: ``best.pth`` is seed 0's.
         """
         budget = self.budget
         if budget is None or budget.confirm == 0:
@@ -646,12 +647,13 @@ class SearchRun:
         if not top:
             return None
         todo = list(top)
-        for ref in (r for r in references if r.trained and self.interleaved is not None):
+        m0 = references[0] if references and references[0].trained else None  # M0 comes first
+        if m0 is not None and self.interleaved is not None:
             run = self.interleaved
-            under = [c for c in chosen if c.trained and within_reference(c, ref, run)]
+            under = [c for c in chosen if c.trained and within_reference(c, m0, run)]
             if under:
                 todo.append(max(under, key=lambda c: c.objective))
-            todo.append(ref)
+            todo.append(m0)
         seed = budget.seed + 1
         again = dataclasses.replace(budget, seed=seed)
         confirmed = ConfirmLog(self.out / CONFIRM, budget.settings())
@@ -918,13 +920,17 @@ def run_search(opts: SearchOptions, progress_factory: Any | None = None) -> Sear
     fastest = (
         min(measured, key=lambda c: (c.remeasured or c.latency).median_ms) if measured else None
     )
-    iso_latency = (  # with --confirm: among the confirmed, so both sides have the same seeds
-        pick_family(
-            [c for c in chosen if c.seeds] if confirmed else chosen,
-            trained_refs,
-            run.interleaved,
-            distinct=False,
-        )
+    iso_latency = (  # with --confirm, M0's rival among the confirmed: both sides two seeds
+        [
+            pair
+            for ref in trained_refs
+            for pair in pick_family(
+                [c for c in chosen if c.seeds] if confirmed and ref.seeds else chosen,
+                [ref],
+                run.interleaved,
+                distinct=False,
+            )
+        ]
         if trained_refs and not interrupted
         else []
     )
