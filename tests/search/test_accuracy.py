@@ -540,3 +540,27 @@ def test_training_holds_the_lock_only_where_latency_is_measured(target, device, 
         target=SimpleNamespace(name=target), budget=SimpleNamespace(device=device)
     )
     assert study_module.SearchRun._train_shares_device(run) is shares
+
+
+def test_a_reference_read_slow_once_is_measured_again_not_left_untrained(
+    tmp_path, tiny_space, shapes, fake_target, fake_training, monkeypatch
+):
+    from tests.search.conftest import fake_latency_ms, latency_result
+
+    seen: list[str] = []
+
+    def first_reading_slow(self, config, timings=None):
+        arch = config.architecture_hash()
+        slow = 10.0 if arch not in seen else 1.0  # a slow moment of the machine, once
+        seen.append(arch)
+        return latency_result([fake_latency_ms(config) * slow] * 20, config.name, self.env)
+
+    monkeypatch.setattr(fake_target, "measure", first_reading_slow)
+    m0_ms = fake_latency_ms(evit.load_config("m0"))
+    # the shipped accuracy space holds M0-M5, so they run as the study's first trials
+    outcome = run_search(_opts(tmp_path, None, shapes, trials=7, budget_ms=m0_ms * 1.5))
+    study = _study(outcome)
+    m0 = next(t for t in study.trials if t.user_attrs.get("reference") == "efficientvit_m0")
+    assert m0.user_attrs["latency_median_ms"] == pytest.approx(m0_ms)  # the second reading
+    assert "top1" in m0.user_attrs  # trained, and compared with the pick
+    assert outcome.references[0].trained is True
