@@ -36,10 +36,10 @@ HINTS = ("LATENCY", "THROUGHPUT")
 INSTALL_HINT = "pip install '.[openvino]'"
 # OpenVINO vs ONNX Runtime on the same file (fp32 for fp32/bf16, the same Q/DQ graph for int8):
 # the cosine of the image-dependent part of the logits, and top-1 agreement
-TOLERANCE = {
+TOLERANCE = {  # random images on random (live) weights leave near-tied logits: in bf16 and
+    # int8 a few top-1 swaps among 16 images are rounding, the cosine is the real check
     "fp32": {"min_cosine": 0.9999, "min_top1": 1.0},
-    "bf16": {"min_cosine": 0.99, "min_top1": 0.9},
-    # the same Q/DQ graph, other int8 kernels: near-tied logits of random images may swap
+    "bf16": {"min_cosine": 0.99, "min_top1": 0.75},
     "int8": {"min_cosine": 0.98, "min_top1": 0.75},
 }
 

@@ -138,9 +138,9 @@ def test_openvino_search_target_and_auto(tmp_path, monkeypatch):
     from search.targets import AUTO_FILE, Target, choose_cpu_target, cpu_paths
 
     paths = cpu_paths()
-    assert ("openvino-cpu", "fp32") in paths and ("openvino-cpu", "int8") in paths
+    assert ("openvino-cpu", "fp32") in paths and ("openvino-cpu", "int8") not in paths
     assert (("openvino-cpu", "bf16") in paths) == bf16_supported()
-    assert cpu_paths("int8") == [("ort-cpu", "int8"), ("openvino-cpu", "int8")]
+    assert cpu_paths("int8") == [("ort-cpu", "int8")]
     with pytest.raises(ValueError, match="--target auto --precision fp16: no CPU runtime"):
         cpu_paths("fp16")
     target = Target("openvino-cpu", threads=1, workdir=tmp_path, precision="int8")
