@@ -293,19 +293,17 @@ AUTO_FILE = "auto-target.json"  # --target auto's choice, reused when the study 
 
 
 def cpu_paths(precision: str | None = None) -> list[tuple[str, str]]:
-    """Every CPU runtime and precision this machine can measure (``precision``: only that)."""
+    """Every CPU runtime and precision this machine can measure (``precision``: only that).
+
+    Not OpenVINO int8: on M0-M5 its logits disagreed with ONNX Runtime's on the same Q/DQ files
+    (docs/benchmarks.md §14); it stays available when asked for by name."""
+    from edge.openvino import OpenVinoUnavailable, bf16_supported
+
     paths = [("ort-cpu", "fp32"), ("ort-cpu", "int8")]
     try:
-        from edge.openvino import bf16_supported, import_openvino
-
-        import_openvino()
-        paths += [("openvino-cpu", "fp32")]
-        paths += [("openvino-cpu", "bf16")] if bf16_supported() else []
-        # not OpenVINO int8: on M0 its logits disagreed with ONNX Runtime's on the same Q/DQ
-        # file (cosine 0.89, docs/benchmarks.md §14); it stays available when asked for
-    except ImportError:
-        pass
-    except RuntimeError:  # OpenVinoUnavailable
+        bf16 = bf16_supported()  # imports OpenVINO: fails without the extra
+        paths += [("openvino-cpu", "fp32")] + ([("openvino-cpu", "bf16")] if bf16 else [])
+    except OpenVinoUnavailable:
         pass
     chosen = [p for p in paths if precision is None or p[1] == precision]
     if not chosen:
