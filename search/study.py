@@ -638,7 +638,7 @@ class SearchRun:
         """Train the pick's contenders, M0 and M0's rival again with seed + 1.
 
         Trained again: the ``budget.confirm`` most accurate candidates within the budget, M0
-        (the first reference, when trained) and the most accurate candidate within M0's
+        (when it was trained) and the most accurate candidate within M0's
         latency, so that the headline comparisons (pick vs M0, and at M0's latency) are between
         means of the same two seeds. Each gets ``seeds`` (both scores) and the mean as its
         objective. Returns the contenders for the budget (the pick is made among them), or None
@@ -652,7 +652,7 @@ class SearchRun:
         if not top:
             return None
         todo = list(top)
-        m0 = references[0] if references and references[0].trained else None  # M0 comes first
+        m0 = next((r for r in references if r.reference == "efficientvit_m0" and r.trained), None)
         if m0 is not None and self.interleaved is not None:
             run = self.interleaved
             under = [c for c in chosen if c.trained and within_reference(c, m0, run)]

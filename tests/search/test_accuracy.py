@@ -323,8 +323,8 @@ def test_confirmation_covers_the_contenders_m0_and_its_rival(tmp_path, monkeypat
         lat[c.slot] = ms
         return c
 
-    m0, m1 = cand("m0", 1.0, 20.0, "m0"), cand("m1", 1.3, 21.0, "m1")
-    m2 = cand("m2", 1.8, 0.0, "m2", trained=False)
+    m0, m1 = cand("m0", 1.0, 20.0, "efficientvit_m0"), cand("m1", 1.3, 21.0, "efficientvit_m1")
+    m2 = cand("m2", 1.8, 0.0, "efficientvit_m2", trained=False)
     a, b, c, d = (
         cand("a", 0.9, 19.0),
         cand("b", 1.2, 24.0),
