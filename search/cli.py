@@ -108,8 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--target",
         choices=TARGETS,
         default="auto",
-        help="where latency is measured: auto = TensorRT if it and a GPU are "
-        "present, else ONNX Runtime on the CPU (default auto)",
+        help="where latency is measured: auto = TensorRT if it and a GPU are present, else "
+        "the fastest CPU path (ONNX Runtime fp32/int8, OpenVINO fp32/bf16 when installed) "
+        "by M0 and M5 measured at start-up (default auto)",
     )
     p.add_argument(
         "--precision",
