@@ -90,8 +90,11 @@ def trials_csv(study: optuna.Study, run: Any) -> str:
             "state": t.state.name,
             "reference": a.get("reference", ""),
         }
-        if t.params and len(t.params) == len(t.distributions):
-            row.update(_stage_lists(run.space.config_from_params(t.params)))
+        if t.params:
+            try:
+                row.update(_stage_lists(run.space.config_from_params(t.params)))
+            except ValueError:  # a worker killed while sampling left partial parameters
+                row["note"] = "partial parameters (its worker died while sampling)"
         if t.state == TrialState.COMPLETE:
             source = a.get("latency_source", "")
             row.update(

@@ -329,3 +329,26 @@ def test_an_unsigned_trial_of_a_killed_worker_is_reaped_when_no_one_else_runs(tm
     assert reap_dead_workers(study, me) == 1
     assert [t.state for t in study.get_trials()] == [TrialState.FAIL]
     assert [p.name for p in folder.iterdir()] == [me.path.name]  # the dead one's file is gone
+
+
+def test_trials_csv_survives_a_trial_with_partial_parameters(tiny_space):
+    """A worker killed while sampling leaves a failed trial with only some parameters."""
+    from types import SimpleNamespace
+
+    from optuna.distributions import CategoricalDistribution
+    from optuna.trial import TrialState, create_trial
+
+    from search.report import trials_csv
+    from search.space import load_space
+
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    study.add_trial(
+        create_trial(
+            state=TrialState.FAIL,
+            params={"s0_num_heads": 2},
+            distributions={"s0_num_heads": CategoricalDistribution([1, 2])},
+        )
+    )
+    run = SimpleNamespace(space=load_space(tiny_space), opts=SimpleNamespace(budget_ms=1.0))
+    text = trials_csv(study, run)
+    assert "partial parameters (its worker died while sampling)" in text
