@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from edge.openvino import TOLERANCE, OpenVinoRuntime
+from edge.quantize import centered_cosine
 from edge.runtimes import OrtRuntime
 
 
@@ -31,8 +32,7 @@ def check_against_ort(
         b.append(ort_rt(x))
     ort_rt.close()
     q, f = np.concatenate(a).astype(np.float64), np.concatenate(b).astype(np.float64)
-    qc, fc = (q - q.mean(axis=0)).ravel(), (f - f.mean(axis=0)).ravel()
-    cosine = float(np.dot(qc, fc) / max(np.linalg.norm(qc) * np.linalg.norm(fc), 1e-30))
+    cosine = centered_cosine(q, f)
     top1 = float(np.mean(q.argmax(1) == f.argmax(1)))
     tol = TOLERANCE[rt.precision]
     return {

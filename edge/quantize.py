@@ -245,6 +245,14 @@ def _quantize_static(
     )
 
 
+def centered_cosine(q: np.ndarray, f: np.ndarray) -> float:
+    """Cosine of two sets of logits (N, classes) after removing each class's mean over the
+    images: a constant offset (e.g. a head bias that dominates a random network's output)
+    would otherwise make any two graphs look alike."""
+    qc, fc = (q - q.mean(axis=0)).ravel(), (f - f.mean(axis=0)).ravel()
+    return float(np.dot(qc, fc) / max(np.linalg.norm(qc) * np.linalg.norm(fc), 1e-30))
+
+
 def compare_int8(
     int8: onnx.ModelProto,
     fp32: onnx.ModelProto,
@@ -265,14 +273,11 @@ def compare_int8(
     q, f = np.concatenate(qs).astype(np.float64), np.concatenate(fs).astype(np.float64)
     top5q, top5f = np.argsort(-q, axis=1)[:, :5], np.argsort(-f, axis=1)[:, :5]
     overlap = np.mean([len(set(x) & set(y)) / 5 for x, y in zip(top5q, top5f)])
-    # the image-dependent part of the logits: a constant offset (e.g. a head bias that
-    # dominates a random network's output) would make any two graphs look alike
-    qc, fc = (q - q.mean(axis=0)).ravel(), (f - f.mean(axis=0)).ravel()
-    cosine = np.dot(qc, fc) / max(np.linalg.norm(qc) * np.linalg.norm(fc), 1e-30)
+    cosine = centered_cosine(q, f)
     return Int8Check(
         top1_agreement=float(np.mean(q.argmax(1) == f.argmax(1))),
         top5_overlap=float(overlap),
-        cosine=float(cosine.mean()),
+        cosine=cosine,
         samples=len(q),
         min_top1=min_top1,
         min_cosine=min_cosine,
