@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 
 from benchmarks.bench_int8 import cpu_flags
-from benchmarks.common import save
+from benchmarks.common import fp32_and_int8, save
 
 
 def main() -> None:
@@ -28,26 +28,17 @@ def main() -> None:
     parser.add_argument("--max-seconds", type=float, default=40.0)
     args = parser.parse_args()
 
-    import evit
     from edge.crosscheck import check_against_ort
-    from edge.export import Int8Options, export_onnx
     from edge.latency import measure_interleaved
     from edge.openvino import OpenVinoRuntime, bf16_supported, cpu_name
     from edge.runtimes import OrtRuntime
-    from evit.live import live_copy
 
     ov_precisions = ["fp32", "bf16", "int8"] if bf16_supported() else ["fp32", "int8"]
     rows = []
     checks: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models:
-            live = live_copy(evit.create_model(name))
-            fp32 = export_onnx(live, Path(tmp) / f"{name}.onnx").path
-            int8 = export_onnx(
-                live,
-                Path(tmp) / f"{name}.int8.onnx",
-                int8=Int8Options(min_top1=0.0, min_cosine=0.0),
-            ).path
+            fp32, int8 = fp32_and_int8(name, Path(tmp))
             checked = []  # a path whose numbers disagree with ONNX Runtime is not timed
             for p in ov_precisions:
                 path = int8 if p == "int8" else fp32

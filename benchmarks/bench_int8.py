@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import ratio_cell, save
+from benchmarks.common import fp32_and_int8, ratio_cell, save
 
 
 def cpu_flags() -> list[str]:
@@ -137,21 +137,12 @@ def main() -> None:
         accuracy(args)
         return
 
-    import evit
-    from edge.export import Int8Options, export_onnx
     from edge.latency import measure_interleaved
-    from evit.live import live_copy
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models:
-            live = live_copy(evit.create_model(name))
-            fp32 = export_onnx(live, Path(tmp) / f"{name}.onnx").path
-            int8 = export_onnx(
-                live,
-                Path(tmp) / f"{name}.int8.onnx",
-                int8=Int8Options(min_top1=0.0, min_cosine=0.0, activations=args.activations),
-            ).path
+            fp32, int8 = fp32_and_int8(name, Path(tmp), args.activations)
             row = {"model": name}
             for threads in (1, 2):
                 res = measure_interleaved(

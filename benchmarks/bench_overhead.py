@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.bench_int8 import cpu_flags
-from benchmarks.common import ratio_cell, save
+from benchmarks.common import fp32_and_int8, ratio_cell, save
 
 RUNS = 200  # profiled inferences per path (after a warm-up)
 
@@ -183,8 +183,6 @@ def main() -> None:
     args = parser.parse_args()
 
     import evit
-    from edge.export import Int8Options, export_onnx
-    from evit.live import live_copy
     from search.prefilter import gemm_peak_macs_per_ms
 
     if args.int8_variants:
@@ -201,14 +199,8 @@ def main() -> None:
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models:
-            live = live_copy(evit.create_model(name))
-            macs = evit.model_costs(live.config).macs
-            fp32 = export_onnx(live, Path(tmp) / f"{name}.onnx").path
-            int8 = export_onnx(
-                live,
-                Path(tmp) / f"{name}.int8.onnx",
-                int8=Int8Options(min_top1=0.0, min_cosine=0.0),
-            ).path
+            macs = evit.model_costs(evit.load_config(name)).macs
+            fp32, int8 = fp32_and_int8(name, Path(tmp))
             paths = [("onnxruntime", "fp32", fp32), ("onnxruntime", "int8", int8)]
             paths += [("openvino", p, int8 if p == "int8" else fp32) for p in ov_paths]
             for runtime, precision, path in paths:

@@ -69,6 +69,19 @@ def export_torch_onnx(model: nn.Module, path: Path, size: int = 224, batch: int 
     return path
 
 
+def fp32_and_int8(name: str, folder: Path, activations: str = "uint8") -> tuple[Path, Path]:
+    """A live copy of variant ``name`` exported as fp32 and as Q/DQ int8 (``edge export
+    --int8``, 32 generated calibration frames; fidelity recorded, not enforced) into ``folder``."""
+    from edge.export import Int8Options, export_onnx
+    from evit.live import live_copy
+
+    live = live_copy(evit.create_model(name))
+    fp32 = export_onnx(live, folder / f"{name}.onnx").path
+    options = Int8Options(min_top1=0.0, min_cosine=0.0, activations=activations)
+    int8 = export_onnx(live, folder / f"{name}.int8.onnx", int8=options).path
+    return fp32, int8
+
+
 def save(name: str, data: dict) -> Path:
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"{name}.json"
