@@ -50,7 +50,7 @@ def test_missing_openvino_is_one_line_and_exit_2(monkeypatch, files, capsys):
 
 
 openvino = pytest.importorskip("openvino")
-from edge.crosscheck import check_against_ort  # noqa: E402 - after the skip
+from edge.crosscheck import check_against_ort, check_int8_against_fp32  # noqa: E402
 from edge.openvino import (  # noqa: E402
     OpenVinoRuntime,
     bf16_supported,
@@ -110,6 +110,21 @@ def test_int8_runs_qdq_files_only(files):
     assert check_precision("f32") == "fp32"  # OpenVINO's spelling is accepted
 
 
+def test_int8_as_close_to_fp32_as_ort_int8_and_a_broken_one_fails(files, monkeypatch):
+    rt = OpenVinoRuntime(files["int8"], threads=1, precision="int8")
+    check = check_int8_against_fp32(files["int8"], files["fp32"], rt)
+    assert check["passed"], check
+    assert check["ort_cosine"] > 0.9 and check["cosine"] > 0.9  # the tiny model quantizes well
+    assert check["min_cosine"] == pytest.approx(check["ort_cosine"] - 0.05)
+    real = rt._output
+    rng = np.random.default_rng(0)
+    monkeypatch.setattr(rt, "_output", lambda: real() + 3 * rng.standard_normal(real().shape))
+    broken = check_int8_against_fp32(files["int8"], files["fp32"], rt)
+    assert not broken["passed"] and broken["cosine"] < broken["min_cosine"]
+    with pytest.raises(ValueError, match="checks int8, not fp32"):
+        check_int8_against_fp32(files["int8"], files["fp32"], OpenVinoRuntime(files["fp32"]))
+
+
 def test_ir_cache_is_reused_and_a_mismatched_one_refused(files, tmp_path):
     xml = tmp_path / "cache" / "m.xml"
     first = OpenVinoRuntime(files["fp32"], threads=1, ir_cache=xml)
@@ -138,9 +153,9 @@ def test_openvino_search_target_and_auto(tmp_path, monkeypatch):
     from search.targets import AUTO_FILE, Target, choose_cpu_target, cpu_paths
 
     paths = cpu_paths()
-    assert ("openvino-cpu", "fp32") in paths and ("openvino-cpu", "int8") not in paths
+    assert ("openvino-cpu", "fp32") in paths and ("openvino-cpu", "int8") in paths
     assert (("openvino-cpu", "bf16") in paths) == bf16_supported()
-    assert cpu_paths("int8") == [("ort-cpu", "int8")]
+    assert cpu_paths("int8") == [("ort-cpu", "int8"), ("openvino-cpu", "int8")]
     with pytest.raises(ValueError, match="--target auto --precision fp16: no CPU runtime"):
         cpu_paths("fp16")
     target = Target("openvino-cpu", threads=1, workdir=tmp_path, precision="int8")
