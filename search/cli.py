@@ -6,6 +6,7 @@ Examples:
     python -m search --budget-ms 12 --family --timeout 600
     python -m search --budget-ms 2 --storage journal:///tmp/study.log --study shared  # 2 workers
     python -m search --budget-ms 2 --objective accuracy --data data/shapes --train-img-size 64
+    python -m search --budget-ms m0 --objective accuracy --data data/shapes  # as fast as M0
     python -m search --budget-ms 2 --precision int8  # candidates and M0-M5 measured in int8
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
 import time
 from pathlib import Path
@@ -92,6 +94,19 @@ class Progress:
         self.bar.close()
 
 
+def budget_arg(text: str) -> float | str:
+    """``--budget-ms``: milliseconds, or a reference's name (``m0`` ... ``m5``)."""
+    name = text.strip().lower().removeprefix("efficientvit_")
+    if name in {f"m{i}" for i in range(6)}:
+        return f"efficientvit_{name}"
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: give milliseconds (e.g. 2) or a reference, m0 ... m5"
+        ) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m search",
@@ -100,9 +115,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--budget-ms",
-        type=float,
+        type=budget_arg,
         required=True,
-        help="latency budget in milliseconds per batch (required)",
+        help="latency budget in milliseconds per batch, or a reference (m0 ... m5): its latency "
+        "on the target, measured at start-up; the pick must then be as fast as it in the final "
+        "paired run (required)",
     )
     p.add_argument(
         "--target",
@@ -238,7 +255,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _print_summary(o: SearchOutcome) -> None:
     print(
-        f"\nsearch {o.study_name}: budget {o.budget_ms:g} ms on {o.target.name} "
+        f"\nsearch {o.study_name}: budget {o.budget_ms:g} ms"
+        + (" (a reference's latency, measured)" if o.budget_choice else "")
+        + f" on {o.target.name} "
         f"(batch {o.target.batch}, threads {o.target.threads}), objective "
         f"{o.objective.name}"
         + (" (validation top-1 %, short training)" if o.training else " (a proxy, not accuracy)")
@@ -305,8 +324,10 @@ def main(argv: list[str] | None = None) -> int:
     elif args.init is not None and args.objective != ACCURACY:
         print("error: --init is for --objective accuracy (with --data)", file=sys.stderr)
         return 2
+    reference = args.budget_ms if isinstance(args.budget_ms, str) else None
     opts = SearchOptions(
-        budget_ms=args.budget_ms,
+        budget_ms=math.nan if reference else args.budget_ms,
+        budget_reference=reference,
         target=args.target,
         batch=args.batch,
         threads=args.threads,

@@ -79,9 +79,28 @@ def within_reference(c: Candidate, ref: Candidate, run: InterleavedResult) -> bo
     return run.ratio(c.slot, ref.slot).ci_high <= 1.0
 
 
-def pick_best(chosen: list[Candidate], budget_ms: float) -> Candidate | None:
-    """The highest objective among the candidates within the budget."""
-    fits = [c for c in chosen if within_budget(c, budget_ms)]
+def fits_budget(
+    c: Candidate,
+    budget_ms: float,
+    reference: Candidate | None = None,
+    run: InterleavedResult | None = None,
+) -> bool:
+    """Within the budget: a number of milliseconds (:func:`within_budget`), or, when the budget
+    is a reference's latency (``--budget-ms m0``), that reference's paired latency in the final
+    interleaved run (:func:`within_reference`)."""
+    if reference is not None:
+        return run is not None and within_reference(c, reference, run)
+    return within_budget(c, budget_ms)
+
+
+def pick_best(
+    chosen: list[Candidate],
+    budget_ms: float,
+    reference: Candidate | None = None,
+    run: InterleavedResult | None = None,
+) -> Candidate | None:
+    """The highest objective among the candidates within the budget (see :func:`fits_budget`)."""
+    fits = [c for c in chosen if fits_budget(c, budget_ms, reference, run)]
     return max(fits, key=lambda c: c.objective) if fits else None
 
 

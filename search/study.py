@@ -57,9 +57,9 @@ from search.objectives import ACCURACY, Objective, get_objective
 from search.prefilter import PreFilter, gemm_peak_macs_per_ms
 from search.selection import (
     choose_remeasure,
+    fits_budget,
     pick_best,
     pick_family,
-    within_budget,
     within_reference,
 )
 from search.space import ACCURACY_SPACE, SearchSpace, load_space, reference_configs
@@ -75,6 +75,7 @@ from search.targets import (
     TRIAL_BUILD_LEVEL,
     Target,
     choose_cpu_target,
+    reference_budget,
     resolve_target,
 )
 
@@ -89,7 +90,7 @@ SAMPLERS = ("tpe", "nsga2", "random")
 class SearchOptions:
     """Everything a search run needs; the CLI fills it from flags."""
 
-    budget_ms: float
+    budget_ms: float  # ignored (measured) when budget_reference is set
     target: str = "auto"
     batch: int = 1
     threads: int | None = None
@@ -108,9 +109,16 @@ class SearchOptions:
     remeasure_block_seconds: float = 0.12
     train: TrainBudget | None = None  # the accuracy objective's training
     precision: str | None = None  # fp32 | fp16 | int8; None: the target's default
+    # --budget-ms m0: the budget is this reference's latency on the target, measured at start-up
+    budget_reference: str | None = None
 
     def check(self) -> None:
-        if not (self.budget_ms > 0 and math.isfinite(self.budget_ms)):
+        if self.budget_reference is not None:
+            if self.budget_reference not in reference_configs():
+                raise ValueError(
+                    f"--budget-ms {self.budget_reference}: not a reference (m0 ... m5)"
+                )
+        elif not (self.budget_ms > 0 and math.isfinite(self.budget_ms)):
             raise ValueError(f"--budget-ms {self.budget_ms}: must be a positive number")
         if self.batch < 1:
             raise ValueError(f"--batch {self.batch}: must be >= 1")
@@ -157,6 +165,7 @@ class SearchOutcome:
     # not fp32: the pick and the references in fp32 and this precision, side by side
     precision_rows: list[PrecisionRow] = field(default_factory=list)
     auto_choice: str | None = None  # --target auto on a CPU: what it measured and chose
+    budget_choice: str | None = None  # --budget-ms m0: the reference's measured latency
 
 
 @dataclass
@@ -185,9 +194,13 @@ def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
 def default_study_name(
     target: str, opts: SearchOptions, threads: int | None, precision: str = "fp32"
 ) -> str:
-    budget = f"{opts.budget_ms:g}".replace(".", "p")
+    budget = (
+        opts.budget_reference.removeprefix("efficientvit_")
+        if opts.budget_reference
+        else f"{opts.budget_ms:g}".replace(".", "p") + "ms"
+    )
     suffix = "" if precision == "fp32" else f"-{precision}"
-    return f"{target}-b{opts.batch}-t{threads or 'gpu'}-{budget}ms-{opts.objective}{suffix}"
+    return f"{target}-b{opts.batch}-t{threads or 'gpu'}-{budget}-{opts.objective}{suffix}"
 
 
 def _settings(opts: SearchOptions, target: Target, space: SearchSpace) -> dict[str, Any]:
@@ -318,6 +331,13 @@ class SearchRun:
             )
             target_name = self.target.name
             print(self.auto_choice, file=sys.stderr, flush=True)
+        self.budget_choice: str | None = None
+        if opts.budget_reference is not None:
+            budget_ms, self.budget_choice = reference_budget(
+                self.out, self.target, opts.budget_reference, self.space.num_classes
+            )
+            self.opts = opts = dataclasses.replace(opts, budget_ms=budget_ms)
+            print(self.budget_choice, file=sys.stderr, flush=True)
         self.log = MeasurementLog(self.out / "measurements.jsonl", self.target.fingerprint)
         peak = (  # the MAC floor rests on the fp32 GEMM peak: int8/bf16 kernels can beat it
             gemm_peak_macs_per_ms(self.target.threads)
@@ -576,7 +596,9 @@ class SearchRun:
         """Train a config that fits, score validation top-1; over the budget scores 0."""
         budget = self.budget
         assert budget is not None
-        if latency.median_ms > self.opts.budget_ms:
+        # the reference that sets the budget is what the pick is compared with: always trained
+        sets_budget = reference is not None and reference == self.opts.budget_reference
+        if latency.median_ms > self.opts.budget_ms and not sets_budget:
             trial.set_user_attr("accuracy_source", "not trained: over the budget")
             return 0.0
         same = self._trained_before(trial.study, arch)
@@ -647,7 +669,12 @@ class SearchRun:
         budget = self.budget
         if budget is None or budget.confirm == 0:
             return None
-        fits = [c for c in chosen if c.trained and within_budget(c, self.opts.budget_ms)]
+        ref = self.budget_reference(references)
+        fits = [
+            c
+            for c in chosen
+            if c.trained and fits_budget(c, self.opts.budget_ms, ref, self.interleaved)
+        ]
         top = sorted(fits, key=lambda c: -c.objective)[: budget.confirm]
         if not top:
             return None
@@ -689,6 +716,11 @@ class SearchRun:
                     same.seeds = [same.objective, top1]
                     same.objective = sum(same.seeds) / len(same.seeds)
         return top
+
+    def budget_reference(self, references: list[Candidate]) -> Candidate | None:
+        """The reference whose latency is the budget (``--budget-ms m0``), if it is one."""
+        name = self.opts.budget_reference
+        return next((r for r in references if name and r.reference == name), None)
 
     def keep_pareto_checkpoints(self, study: optuna.Study) -> None:
         """Delete the trained weights of finished trials off the (accuracy, latency) front and
@@ -864,6 +896,7 @@ def run_search(opts: SearchOptions, progress_factory: Any | None = None) -> Sear
     from search.report import write_outputs
 
     run = SearchRun(opts)
+    opts = run.opts  # with a measured budget (--budget-ms m0)
     study = run.open_study()
     run.check_smallest_fits()
     interrupted = False
@@ -914,7 +947,9 @@ def run_search(opts: SearchOptions, progress_factory: Any | None = None) -> Sear
             confirmed = run.confirm(chosen, references)
         except KeyboardInterrupt:
             interrupted = True
-    best = pick_best(confirmed or chosen, opts.budget_ms)
+    best = pick_best(
+        confirmed or chosen, opts.budget_ms, run.budget_reference(references), run.interleaved
+    )
     precision_rows: list[PrecisionRow] = []
     if run.target.precision != "fp32" and best is not None and not interrupted:
         try:
@@ -967,6 +1002,7 @@ def run_search(opts: SearchOptions, progress_factory: Any | None = None) -> Sear
         interleaved=run.interleaved,
         precision_rows=precision_rows,
         auto_choice=run.auto_choice,
+        budget_choice=run.budget_choice,
     )
     write_outputs(outcome, study, run)
     return outcome

@@ -292,17 +292,56 @@ class Target:
 AUTO_FILE = "auto-target.json"  # --target auto's choice, reused when the study resumes
 
 
+BUDGET_FILE = "budget.json"  # --budget-ms m0's measured budget, reused when the study resumes
+
+
+def reference_budget(out: Path, target: Target, name: str, num_classes: int) -> tuple[float, str]:
+    """``--budget-ms m0``: the budget is reference ``name``'s latency on ``target``, measured
+    now (as a trial would be) and saved in ``out``, so that a resumed study keeps it.
+
+    Returns the budget in ms and a one-line account of where it came from.
+    """
+    from edge.devicelock import device_lock
+    from search.space import reference_configs
+
+    saved = out / BUDGET_FILE
+    asked = {
+        "reference": name,
+        "target": target.name,
+        "precision": target.precision,
+        "batch": target.batch,
+        "threads": target.threads,
+    }
+    if saved.is_file():
+        data = json.loads(saved.read_text())
+        if data.get("asked") == asked:
+            return float(data["budget_ms"]), f"{data['line']} (measured when this study started)"
+    config = reference_configs()[name].replace(num_classes=num_classes)
+    with device_lock(target.device_key):
+        result = target.measure(config)
+    short = name.removeprefix("efficientvit_").upper()
+    line = (
+        f"--budget-ms {short.lower()}: {short}'s latency on {target.name} "
+        f"({target.precision}), {result.median_ms:.3f} ms [{result.ci_low_ms:.3f}, "
+        f"{result.ci_high_ms:.3f}]; the pick must be as fast as {short} in the final paired "
+        "run"
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    saved.write_text(json.dumps({"asked": asked, "budget_ms": result.median_ms, "line": line}))
+    return result.median_ms, line
+
+
 def cpu_paths(precision: str | None = None) -> list[tuple[str, str]]:
     """Every CPU runtime and precision this machine can measure (``precision``: only that).
 
-    Not OpenVINO int8: on M0-M5 its logits disagreed with ONNX Runtime's on the same Q/DQ files
-    (docs/benchmarks.md §14); it stays available when asked for by name."""
+    OpenVINO's int8 runs the same Q/DQ file as ONNX Runtime's (docs/benchmarks.md §14)."""
     from edge.openvino import OpenVinoUnavailable, bf16_supported
 
     paths = [("ort-cpu", "fp32"), ("ort-cpu", "int8")]
     try:
         bf16 = bf16_supported()  # imports OpenVINO: fails without the extra
         paths += [("openvino-cpu", "fp32")] + ([("openvino-cpu", "bf16")] if bf16 else [])
+        paths += [("openvino-cpu", "int8")]
     except OpenVinoUnavailable:
         pass
     chosen = [p for p in paths if precision is None or p[1] == precision]

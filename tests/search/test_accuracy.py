@@ -341,7 +341,7 @@ def test_confirmation_covers_the_contenders_m0_and_its_rival(tmp_path, monkeypat
     monkeypatch.setattr(study_module, "train_candidate", train)
     run = study_module.SearchRun.__new__(study_module.SearchRun)
     run.budget = TrainBudget(data=tmp_path, confirm=2)
-    run.opts = SimpleNamespace(budget_ms=1.5)
+    run.opts = SimpleNamespace(budget_ms=1.5, budget_reference=None)
     run.out = tmp_path
     run.stats = {"confirmed": 0, "confirm_seconds": 0.0}
     run.target = SimpleNamespace(name="ort-cpu", device_key="cpu")
@@ -564,3 +564,33 @@ def test_a_reference_read_slow_once_is_measured_again_not_left_untrained(
     assert m0.user_attrs["latency_median_ms"] == pytest.approx(m0_ms)  # the second reading
     assert "top1" in m0.user_attrs  # trained, and compared with the pick
     assert outcome.references[0].trained is True
+
+
+def test_a_reference_budget_is_measured_once_and_the_pick_is_as_fast_as_it(
+    tmp_path, shapes, fake_target, fake_training, capsys
+):
+    from search.cli import budget_arg
+    from search.selection import within_reference
+    from search.targets import BUDGET_FILE
+
+    assert budget_arg("M0") == budget_arg("efficientvit_m0") == "efficientvit_m0"
+    assert budget_arg("2.5") == 2.5
+    m0 = evit.load_config("m0")
+    opts = dict(budget_ms=float("nan"), budget_reference="efficientvit_m0", trials=24)
+    outcome = run_search(_opts(tmp_path, None, shapes, **opts))
+    assert outcome.budget_ms == pytest.approx(fake_latency_ms(m0))  # M0 measured on the target
+    assert "-m0-accuracy" in outcome.study_name and "M0's latency" in outcome.budget_choice
+    assert "M0's latency" in capsys.readouterr().err  # said at start-up
+    ref = next(r for r in outcome.references if r.reference == "efficientvit_m0")
+    assert ref.trained is True  # the reference that sets the budget is always trained
+    assert outcome.best is not None and outcome.best.reference is None
+    assert within_reference(outcome.best, ref, outcome.interleaved)  # paired: as fast as M0
+    as_fast = [c for c in outcome.pareto if within_reference(c, ref, outcome.interleaved)]
+    assert outcome.best.objective == max(c.objective for c in as_fast if c.trained)
+    assert "Budget from a reference" in (outcome.out / "report.md").read_text()
+    again = run_search(_opts(tmp_path, None, shapes, **opts))  # resumed: not measured again
+    assert again.budget_ms == outcome.budget_ms
+    assert again.budget_choice.endswith("(measured when this study started)")
+    assert (outcome.out / BUDGET_FILE).is_file()
+    with pytest.raises(ValueError, match=r"--budget-ms efficientvit_m9: not a reference"):
+        run_search(_opts(tmp_path, None, shapes, budget_reference="efficientvit_m9"))

@@ -70,6 +70,7 @@ def test_end_to_end_on_onnx_runtime(tmp_path, tiny_space, capsys):
     ("argv", "message"),
     [
         (["--budget-ms", "2", "--target", "tpu"], None),
+        (["--budget-ms", "m9"], None),  # argparse: milliseconds or m0 ... m5
         (["--budget-ms", "2", "--objective", "nonsense"], None),
         (
             ["--budget-ms", "2", "--objective", "accuracy"],
