@@ -578,7 +578,8 @@ def test_a_reference_budget_is_measured_once_and_the_pick_is_as_fast_as_it(
     m0 = evit.load_config("m0")
     opts = dict(budget_ms=float("nan"), budget_reference="efficientvit_m0", trials=24)
     outcome = run_search(_opts(tmp_path, None, shapes, **opts))
-    assert outcome.budget_ms == pytest.approx(fake_latency_ms(m0))  # M0 measured on the target
+    # M0 measured on the target, with the slack one reading's drift needs
+    assert outcome.budget_ms == pytest.approx(fake_latency_ms(m0) * 1.1)
     assert "-m0-accuracy" in outcome.study_name and "M0's latency" in outcome.budget_choice
     assert "M0's latency" in capsys.readouterr().err  # said at start-up
     ref = next(r for r in outcome.references if r.reference == "efficientvit_m0")
