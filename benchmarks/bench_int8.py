@@ -82,6 +82,11 @@ def accuracy(args: argparse.Namespace) -> None:
     variants: list[tuple[str, str, list[str]]] = [
         ("all layers, uint8 activations", "uint8", everything),
         ("all layers, int8 activations (TensorRT)", "int8", everything),
+        (
+            "the default: all but depthwise convs and attention matmuls",
+            "uint8",
+            q.default_nodes(fp32),
+        ),
     ]
     variants += [(f"only {g}", "uint8", nodes) for g, nodes in groups.items()]
     variants += [

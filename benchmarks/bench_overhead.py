@@ -11,9 +11,10 @@ floor* (kernels x the median time of the cheapest quarter: what the graph would 
 kernel did almost no arithmetic) next to the *arithmetic floor* (MACs at the measured fp32 GEMM
 peak of this CPU), and the five op types taking the most time.
 
-``--int8-variants``: which layers to quantize, for speed (M0, ONNX Runtime): every Conv/MatMul,
+``--int8-variants``: which layers to quantize, for speed (ONNX Runtime): every Conv/MatMul,
 all but the depthwise convolutions, all but the attention matmuls, only the 1x1 convolutions
-and the head; each measured interleaved with fp32 (paired speed-up, 95 % CI).
+and the head, all but the depthwise convolutions and the attention matmuls (the default of
+``edge.quantize``); each measured interleaved with fp32 (paired speed-up, 95 % CI).
 """
 
 from __future__ import annotations
@@ -136,6 +137,9 @@ def int8_variants(name: str, threads: int, max_seconds: float) -> list[dict[str,
         ],
         "all but attention matmuls": [g for g in q.OP_GROUPS if g != "attention_matmul"],
         "1x1 convs and head only": ["ffn", "qkv", "attention_proj", "head"],
+        "all but depthwise convs and attention matmuls (the default)": [
+            g for g in q.OP_GROUPS if g not in q.FLOAT_GROUPS
+        ],
     }
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

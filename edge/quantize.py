@@ -6,7 +6,10 @@ per-channel symmetric int8 weights and, for activations, asymmetric uint8 (ONNX 
 x86 path; the default) or symmetric int8 (zero point 0, as TensorRT requires), calibrated by
 min/max on images prepared with the official evaluation preprocessing.
 Only convolutions and matrix products are quantized; what quantizes badly stays in float: the
-softmax, the attention-bias add, and every other elementwise op (the metadata lists them).
+softmax, the attention-bias add, and every other elementwise op (the metadata lists them). Of
+the convolutions and matrix products, those of :data:`FLOAT_GROUPS` stay in float too: the
+depthwise convolutions and the attention matmuls, which cost more in Q/DQ nodes than int8 saves
+(measured in docs/benchmarks.md §15).
 
 Verification runs the int8 and the fp32 graphs on images *not* used for calibration and checks
 top-1 agreement, top-5 overlap and the cosine of the logits against thresholds (the cosine of
@@ -185,6 +188,21 @@ def op_group(node_name: str) -> str | None:
     return next((g for g, pat in OP_GROUPS.items() if re.search(pat, node_name)), None)
 
 
+# left in float by default, for speed: with them quantized, ONNX Runtime ran M0 at 0.88x and M5
+# at 1.49x fp32's speed (1 thread); without them, faster on both (docs/benchmarks.md §15)
+FLOAT_GROUPS = ("token_interaction", "query_dw", "attention_matmul")
+
+
+def default_nodes(proto: onnx.ModelProto) -> list[str] | None:
+    """The nodes quantized by default: every Conv/MatMul/Gemm except :data:`FLOAT_GROUPS`'.
+    None (every one) for a graph whose node names have no :data:`OP_GROUPS` roles (not an
+    export of this project)."""
+    names = quantizable_nodes(proto)
+    if not any(op_group(n) for n in names):
+        return None
+    return [n for n in names if op_group(n) not in FLOAT_GROUPS]
+
+
 def quantizable_nodes(proto: onnx.ModelProto, groups: Any = None) -> list[str]:
     """Names of the Conv/MatMul/Gemm nodes of ``proto`` (only those of ``groups`` if given)."""
     names = [n.name for n in proto.graph.node if n.op_type in QUANTIZED_OPS]
@@ -203,8 +221,8 @@ def quantize_graph(
     Args:
         activations: ``uint8`` (asymmetric: ONNX Runtime's fast u8s8 kernels on x86) or
             ``int8`` (symmetric, zero point 0: what TensorRT requires).
-        nodes: quantize only these nodes (names; see :func:`quantizable_nodes`); None: every
-            Conv, MatMul and Gemm.
+        nodes: quantize only these nodes (names; see :func:`quantizable_nodes`); None: the
+            default selection (:func:`default_nodes`).
     """
     if activations not in ACTIVATIONS:
         raise QuantizationError(f"activations {activations!r}: choose {' or '.join(ACTIVATIONS)}")
@@ -212,6 +230,8 @@ def quantize_graph(
         raise QuantizationError("the model is already quantized (it has Q/DQ nodes)")
     if nodes is not None and not nodes:  # onnxruntime reads an empty list as "all"
         raise QuantizationError("no nodes to quantize were given")
+    if nodes is None:
+        nodes = default_nodes(fp32)
     with tempfile.TemporaryDirectory() as tmp:
         src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
         onnx.save(unalias_constants(fp32), str(src))

@@ -134,3 +134,19 @@ def test_op_groups_cover_every_quantizable_layer_and_select_nodes(tmp_path):
     assert quantized == set(ffn)  # only the FFN layers, nothing else
     with pytest.raises(QuantizationError, match="no nodes to quantize"):
         quantize_graph(fp32, images, 1, nodes=[])
+    # the default leaves the depthwise convs and the attention matmuls in float, for speed
+    default = quantize_graph(fp32, images, 1)
+    producer = {o: n for n in default.graph.node for o in n.output}
+    quantized = {  # its weights (or second operand) dequantized: a float op may share a DQ input
+        n.name
+        for n in default.graph.node
+        if n.op_type in ("Conv", "MatMul", "Gemm")
+        and getattr(producer.get(n.input[1]), "op_type", None) == "DequantizeLinear"
+    }
+    floats = set(names) - quantized
+    assert floats and {op_group(n) for n in floats} == set(edge.quantize.FLOAT_GROUPS)
+    assert {op_group(n) for n in quantized} == set(OP_GROUPS) - set(edge.quantize.FLOAT_GROUPS)
+    # a graph whose node names carry no roles (not one of our exports): every layer
+    for i, node in enumerate(fp32.graph.node):
+        node.name = f"node{i}"
+    assert edge.quantize.default_nodes(fp32) is None

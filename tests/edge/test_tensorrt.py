@@ -336,7 +336,10 @@ def onnx_files(tmp_path_factory):
         "int8": export_onnx(
             live,
             d / "m.int8.onnx",
-            int8=Int8Options(calib_images=8, verify_images=4, activations="int8"),
+            # the stand-ins only read the Q/DQ structure: int8 fidelity is test_quantize's
+            int8=Int8Options(
+                calib_images=8, verify_images=4, activations="int8", min_top1=0.5, min_cosine=0.9
+            ),
         ).path,
     }
 
