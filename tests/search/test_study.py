@@ -172,7 +172,7 @@ def test_pareto_front():
     assert pareto_front([a, b, c, d]) == [a, b, d]
 
 
-def _worker(storage_url, space, out, n, study_name="shared", seconds=0.0):
+def _worker(storage_url, space, out, n, study_name="shared", seconds=0.0, start=None):
     from search import study as study_module
 
     study_module.Target = FakeTarget  # a spawned process: install the fake here
@@ -189,7 +189,10 @@ def _worker(storage_url, space, out, n, study_name="shared", seconds=0.0):
     from search.study import SearchRun
 
     run = SearchRun(opts)
-    run.optimize(run.open_study(), None)
+    study = run.open_study()
+    if start is not None:  # both workers begin together, however long each took to import
+        start.wait(120)
+    run.optimize(study, None)
 
 
 @pytest.mark.parametrize("kind", ["journal", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -204,8 +207,9 @@ def test_two_workers_share_one_study_and_one_device(kind, tmp_path, tiny_space, 
         study_name = "shared"
     ctx = multiprocessing.get_context("spawn")
     out = tmp_path / "out"
+    start = ctx.Barrier(2)
     workers = [
-        ctx.Process(target=_worker, args=(url, tiny_space, out, 20, study_name, 0.05))
+        ctx.Process(target=_worker, args=(url, tiny_space, out, 20, study_name, 0.05, start))
         for _ in range(2)
     ]
     for w in workers:
