@@ -360,6 +360,19 @@ class SearchRun:
         self.interleaved: InterleavedResult | None = None  # the final re-measurement
 
     # study set-up ------------------------------------------------------------------------
+    def _adopt_budget(self, budget_ms: float | None, settings: dict[str, Any]) -> None:
+        """``--budget-ms m0`` joining a study another worker started: the budget is the one that
+        worker measured (two readings of M0 never agree exactly)."""
+        if budget_ms is None or budget_ms == self.opts.budget_ms:
+            return
+        self.opts = dataclasses.replace(self.opts, budget_ms=budget_ms)
+        self.prefilter.budget_ms = budget_ms
+        settings["budget_ms"] = budget_ms
+        self.budget_choice = (
+            f"{self.budget_choice}; this study's budget is {budget_ms:.3f} ms, measured by the "
+            "worker that started it"
+        )
+
     def open_study(self) -> optuna.Study:
         storage = make_storage(self.storage_url)
         study = optuna.create_study(
@@ -371,6 +384,8 @@ class SearchRun:
         )
         settings = _settings(self.opts, self.target, self.space)
         previous = study.user_attrs.get("settings")
+        if previous is not None and self.opts.budget_reference is not None:
+            self._adopt_budget(previous.get("budget_ms"), settings)
         if previous is None:
             study.set_user_attr("settings", settings)
         elif previous.get("device_fingerprint") not in (None, settings["device_fingerprint"]):
@@ -896,8 +911,8 @@ def run_search(opts: SearchOptions, progress_factory: Any | None = None) -> Sear
     from search.report import write_outputs
 
     run = SearchRun(opts)
-    opts = run.opts  # with a measured budget (--budget-ms m0)
     study = run.open_study()
+    opts = run.opts  # with a measured budget (--budget-ms m0)
     run.check_smallest_fits()
     interrupted = False
     start = time.perf_counter()

@@ -595,3 +595,34 @@ def test_a_reference_budget_is_measured_once_and_the_pick_is_as_fast_as_it(
     assert (outcome.out / BUDGET_FILE).is_file()
     with pytest.raises(ValueError, match=r"--budget-ms efficientvit_m9: not a reference"):
         run_search(_opts(tmp_path, None, shapes, budget_reference="efficientvit_m9"))
+
+
+def test_a_second_worker_adopts_the_reference_budget_of_the_study(
+    tmp_path, tiny_space, fake_target, monkeypatch
+):
+    from search.study import SearchRun
+    from tests.search.conftest import latency_result
+
+    readings = iter([1.00, 1.07])  # two workers never read M0 alike
+
+    def measure(self, config, timings=None):
+        return latency_result([next(readings)] * 20, config.name, self.env)
+
+    monkeypatch.setattr(fake_target, "measure", measure)
+    common = dict(
+        budget_ms=float("nan"),
+        budget_reference="efficientvit_m0",
+        target="ort-cpu",
+        trials=1,
+        space=tiny_space,
+        storage=f"journal://{tmp_path / 'study.log'}",
+        study="shared",
+    )
+    first = SearchRun(SearchOptions(out=tmp_path / "a", **common))
+    first.open_study()
+    second = SearchRun(SearchOptions(out=tmp_path / "b", **common))
+    assert second.opts.budget_ms == pytest.approx(1.07 * 1.1)  # its own reading, at first
+    second.open_study()  # not refused for "other settings": it takes the study's budget
+    assert second.opts.budget_ms == first.opts.budget_ms == pytest.approx(1.1)
+    assert second.prefilter.budget_ms == first.opts.budget_ms
+    assert "measured by the worker that started it" in second.budget_choice
