@@ -188,8 +188,8 @@ def op_group(node_name: str) -> str | None:
     return next((g for g, pat in OP_GROUPS.items() if re.search(pat, node_name)), None)
 
 
-# left in float by default, for speed: with them quantized, ONNX Runtime ran M0 at 0.88x and M5
-# at 1.49x fp32's speed (1 thread); without them, faster on both (docs/benchmarks.md §15)
+# left in float by default, for speed: with them quantized, ONNX Runtime ran M0 at 0.73x and M5
+# at 1.54x fp32's speed, without them 1.20x and 2.02x (1 thread, one run; docs/benchmarks.md §15)
 FLOAT_GROUPS = ("token_interaction", "query_dw", "attention_matmul")
 
 
