@@ -55,15 +55,16 @@ class TensorRTError(RuntimeError):
     """TensorRT failed a build or a run (one line; details are in TensorRT's log)."""
 
 
-_LOGGERS: dict[int, Any] = {}
+# keyed by the module itself, not its id(): a module (a test's stand-in) that was freed could
+# hand its id to the next one, which would then get the freed module's logger
+_LOGGERS: dict[Any, Any] = {}
 
 
 def trt_logger(trt: Any) -> Any:
     """The process's one ``trt.Logger`` (warnings and errors only), made on first use."""
-    key = id(trt)
-    if key not in _LOGGERS:
-        _LOGGERS[key] = trt.Logger(trt.Logger.WARNING)
-    return _LOGGERS[key]
+    if trt not in _LOGGERS:
+        _LOGGERS[trt] = trt.Logger(trt.Logger.WARNING)
+    return _LOGGERS[trt]
 
 
 def import_tensorrt() -> Any:
