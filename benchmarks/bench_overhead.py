@@ -11,10 +11,13 @@ floor* (kernels x the median time of the cheapest quarter: what the graph would 
 kernel did almost no arithmetic) next to the *arithmetic floor* (MACs at the measured fp32 GEMM
 peak of this CPU), and the five op types taking the most time.
 
-``--int8-variants``: which layers to quantize, for speed (ONNX Runtime): every Conv/MatMul,
-all but the depthwise convolutions, all but the attention matmuls, only the 1x1 convolutions
-and the head, all but the depthwise convolutions and the attention matmuls (the default of
-``edge.quantize``); each measured interleaved with fp32 (paired speed-up, 95 % CI).
+``--int8-variants layers``: which layers to quantize, for speed (ONNX Runtime): every
+Conv/MatMul, all but the depthwise convolutions, all but the attention matmuls, only the 1x1
+convolutions and the head, all but the depthwise convolutions and the attention matmuls.
+``--int8-variants joined``: those last layers alone, with the ReLUs after them (the default of
+``edge.quantize``), with the FFNs' residual Adds too, and each of these with the attention's
+qkv convolutions left in float. All of a model's graphs are measured interleaved with fp32 in
+one run (paired speed-up, 95 % CI).
 """
 
 from __future__ import annotations
@@ -120,8 +123,34 @@ def profile_openvino(path: Path, threads: int, precision: str) -> tuple[list[flo
     return list(medians.values()), by_type
 
 
-def int8_variants(name: str, threads: int, max_seconds: float) -> list[dict[str, Any]]:
-    """Speed of int8 graphs that quantize different layers, each interleaved with fp32."""
+def variant_nodes(which: str, proto: Any) -> dict[str, list[str]]:
+    """The int8 graphs compared by ``--int8-variants WHICH``: label -> nodes to quantize."""
+    import edge.quantize as q
+
+    floats = q.FLOAT_GROUPS
+    if which == "layers":  # which Conv/MatMul/Gemm layers (ReLUs and Adds left to float)
+        groups = {
+            "every Conv/MatMul/Gemm": [],
+            "all but depthwise convs": ["token_interaction", "query_dw"],
+            "all but attention matmuls": ["attention_matmul"],
+            "1x1 convs and head only": [
+                g for g in q.OP_GROUPS if g not in ("ffn", "qkv", "attention_proj", "head")
+            ],
+            "all but depthwise convs and attention matmuls": floats,
+        }
+        return {k: q.select_nodes(proto, g, relus=False) for k, g in groups.items()}
+    with_qkv = (*floats, "qkv")
+    return {  # the layers outside FLOAT_GROUPS, and what joins them
+        "layers only": q.select_nodes(proto, relus=False),
+        "+ ReLUs (the default)": q.select_nodes(proto),
+        "+ ReLUs, qkv in float": q.select_nodes(proto, with_qkv),
+        "+ ReLUs and residual Adds": q.select_nodes(proto, adds=True),
+        "+ ReLUs and residual Adds, qkv in float": q.select_nodes(proto, with_qkv, adds=True),
+    }
+
+
+def int8_variants(name: str, which: str, threads: int, max_seconds: float) -> list[dict[str, Any]]:
+    """Speed of int8 graphs that quantize different nodes, all interleaved with fp32 in one run."""
     import onnx
 
     import edge.quantize as q
@@ -130,51 +159,43 @@ def int8_variants(name: str, threads: int, max_seconds: float) -> list[dict[str,
     from edge.latency import measure_interleaved
     from evit.live import live_copy
 
-    groups = {
-        "every Conv/MatMul/Gemm": None,
-        "all but depthwise convs": [
-            g for g in q.OP_GROUPS if g not in ("token_interaction", "query_dw")
-        ],
-        "all but attention matmuls": [g for g in q.OP_GROUPS if g != "attention_matmul"],
-        "1x1 convs and head only": ["ffn", "qkv", "attention_proj", "head"],
-        "all but depthwise convs and attention matmuls (the default)": [
-            g for g in q.OP_GROUPS if g not in q.FLOAT_GROUPS
-        ],
-    }
-    rows = []
     with tempfile.TemporaryDirectory() as tmp:
         live = live_copy(evit.create_model(name))
         fp32 = export_onnx(live, Path(tmp) / "fp32.onnx").path
         proto = onnx.load(str(fp32))
         size = evit.load_config(name).img_size
         calib, _ = q.calibration_images(None, 16, size, 0)
-        for label, chosen in groups.items():
-            nodes = q.quantizable_nodes(proto, chosen)
-            path = Path(tmp) / "int8.onnx"
-            onnx.save(q.quantize_graph(proto, calib, 1, "uint8", nodes=nodes), str(path))
-            res = measure_interleaved(
-                [str(fp32), str(path)],
-                threads=threads,
-                labels=["fp32", label],
-                max_seconds=max_seconds,
-                one_session_at_a_time=True,
-            )
-            r = res.ratios[0]
-            speedup = {"ratio": 1 / r.ratio, "ci_low": 1 / r.ci_high, "ci_high": 1 / r.ci_low}
-            rows.append(
-                {
-                    "variant": label,
-                    "quantized_nodes": len(nodes),
-                    "fp32_ms": res.results[0].median_ms,
-                    "int8_ms": res.results[1].median_ms,
-                    "speedup": speedup,
-                }
-            )
-            print(
-                f"{name} int8 '{label}' ({len(nodes)} nodes): fp32 {res.results[0].median_ms:.3f}"
-                f" ms, int8 {res.results[1].median_ms:.3f} ms, int8/fp32 time {ratio_cell(r)}",
-                flush=True,
-            )
+        variants = variant_nodes(which, proto)
+        paths = [str(fp32)]
+        for i, nodes in enumerate(variants.values()):
+            paths.append(str(Path(tmp) / f"int8-{i}.onnx"))
+            onnx.save(q.quantize_graph(proto, calib, 1, "uint8", nodes=nodes), paths[-1])
+        res = measure_interleaved(
+            paths,
+            threads=threads,
+            labels=["fp32", *variants],
+            max_seconds=max_seconds,
+            one_session_at_a_time=True,
+        )
+    rows = []
+    for (label, nodes), r, timed in zip(variants.items(), res.ratios, res.results[1:]):
+        speedup = {"ratio": 1 / r.ratio, "ci_low": 1 / r.ci_high, "ci_high": 1 / r.ci_low}
+        rows.append(
+            {
+                "model": name,
+                "variant": label,
+                "quantized_nodes": len(nodes),
+                "fp32_ms": res.results[0].median_ms,
+                "int8_ms": timed.median_ms,
+                "speedup": speedup,
+            }
+        )
+        print(
+            f"{name} int8 '{label}' ({len(nodes)} nodes): fp32 {res.results[0].median_ms:.3f}"
+            f" ms, int8 {timed.median_ms:.3f} ms, int8/fp32 time {ratio_cell(r)}, speed-up "
+            f"{speedup['ratio']:.2f}",
+            flush=True,
+        )
     return rows
 
 
@@ -182,7 +203,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", default=["m0", "m5"])
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--int8-variants", action="store_true")
+    parser.add_argument(
+        "--int8-variants",
+        choices=["layers", "joined"],
+        help="compare int8 graphs: which layers to quantize, or what joins the default layers",
+    )
     parser.add_argument("--max-seconds", type=float, default=20.0)
     args = parser.parse_args()
 
@@ -190,8 +215,15 @@ def main() -> None:
     from search.prefilter import gemm_peak_macs_per_ms
 
     if args.int8_variants:
-        rows = [r for m in args.models for r in int8_variants(m, args.threads, args.max_seconds)]
-        save(f"int8-variants-t{args.threads}", {"cpu_flags": cpu_flags(), "rows": rows})
+        rows = [
+            r
+            for m in args.models
+            for r in int8_variants(m, args.int8_variants, args.threads, args.max_seconds)
+        ]
+        save(
+            f"int8-variants-{args.int8_variants}-t{args.threads}",
+            {"cpu_flags": cpu_flags(), "rows": rows},
+        )
         return
     try:
         from edge.openvino import bf16_supported

@@ -307,8 +307,6 @@ def export_onnx(
             carries.
         verify: compare against PyTorch with ONNX Runtime (skip only for throw-away files, such
             as the search's per-trial latency probes; the file's metadata then says so).
-        verify: compare against PyTorch with ONNX Runtime (skip only for throw-away files, such
-            as the search's per-trial latency probes; the file's metadata then says so).
         verify_samples: images used for verification when the batch is dynamic.
         seed: seed of the random verification inputs.
 

@@ -112,11 +112,17 @@ def test_an_already_quantized_graph_is_refused(live_tiny, tmp_path):
     assert np.isfinite(images).all()
 
 
-def test_op_groups_cover_every_quantizable_layer_and_select_nodes(tmp_path):
+@pytest.fixture(scope="module")
+def m0_fp32(tmp_path_factory):
+    m0 = randomize(evit.create_model(evit.load_config("m0").at_img_size(64)), seed=1).eval()
+    return onnx.load(str(export_onnx(m0, tmp_path_factory.mktemp("m0") / "m0.onnx").path))
+
+
+def test_op_groups_cover_every_quantizable_layer_and_select_nodes(m0_fp32):
     from edge.quantize import OP_GROUPS, op_group, quantizable_nodes
 
-    m0 = randomize(evit.create_model(evit.load_config("m0").at_img_size(64)), seed=1).eval()
-    fp32 = onnx.load(str(export_onnx(m0, tmp_path / "m0.onnx").path))
+    fp32 = onnx.ModelProto()
+    fp32.CopyFrom(m0_fp32)
     names = quantizable_nodes(fp32)
     groups = {op_group(n) for n in names}
     assert None not in groups, [n for n in names if op_group(n) is None]
@@ -150,3 +156,47 @@ def test_op_groups_cover_every_quantizable_layer_and_select_nodes(tmp_path):
     for i, node in enumerate(fp32.graph.node):
         node.name = f"node{i}"
     assert edge.quantize.default_nodes(fp32) is None
+
+
+def _ops(proto: onnx.ModelProto, op_type: str) -> list[str]:
+    return [n.name for n in proto.graph.node if n.op_type == op_type]
+
+
+def test_the_default_quantizes_the_relus_so_that_int8_layers_chain(m0_fp32):
+    from edge.quantize import residual_add_nodes, select_nodes
+
+    images, _ = calibration_images(None, 2, 64, 0)
+    layers_only = quantize_graph(m0_fp32, images, 1, nodes=select_nodes(m0_fp32, relus=False))
+    default = quantize_graph(m0_fp32, images, 1)
+    ffn_relu = "/stages/stages.0/blocks/blocks.0/ffn0/act/Relu"
+    assert ffn_relu in _ops(layers_only, "Relu") and ffn_relu not in _ops(default, "Relu")
+    # pw1's quantized output feeds pw2's DequantizeLinear directly: no DQ -> Relu -> Q between
+    producer = {o: n for n in default.graph.node for o in n.output}
+    pw2 = next(n for n in default.graph.node if n.name.endswith("ffn0/pw2/Conv"))
+    dq = producer[pw2.input[0]]
+    chain = [dq.op_type, producer[dq.input[0]].op_type, producer[producer[dq.input[0]].input[0]]]
+    assert chain[:2] == ["DequantizeLinear", "QuantizeLinear"]
+    assert chain[2].name.endswith("ffn0/pw1/Conv")
+    assert len(_ops(default, "QuantizeLinear")) < len(_ops(layers_only, "QuantizeLinear"))
+    # a ReLU whose input stays in float (after the attention's concat) is left alone
+    assert any(n.endswith("attn/act/Relu") for n in _ops(default, "Relu"))
+    # residual Adds, when asked: the FFNs' only, never the attention's bias or cascade adds
+    adds = residual_add_nodes(m0_fp32)
+    ends = ("ffn0/Add", "ffn1/Add", "res1.1/Add", "res2.1/Add")
+    assert adds and all(n.endswith(ends) for n in adds)
+    with_adds = quantize_graph(m0_fp32, images, 1, nodes=select_nodes(m0_fp32, adds=True))
+
+    def quantized_adds(proto: onnx.ModelProto) -> set[str]:  # read only through a Q node
+        readers: dict[str, list[str]] = {}
+        for n in proto.graph.node:
+            for i in n.input:
+                readers.setdefault(i, []).append(n.op_type)
+        return {
+            n.name
+            for n in proto.graph.node
+            if n.op_type == "Add" and set(readers.get(n.output[0], [])) == {"QuantizeLinear"}
+        }
+
+    assert set(adds) <= quantized_adds(with_adds)
+    assert "/stages/stages.0/blocks/blocks.0/ffn0/Add" not in quantized_adds(default)
+    assert not any("/heads." in n for n in quantized_adds(with_adds))  # the bias adds
