@@ -388,7 +388,9 @@ class SearchRun:
             self._adopt_budget(previous.get("budget_ms"), settings)
         if previous is None:
             study.set_user_attr("settings", settings)
-        elif previous.get("device_fingerprint") not in (None, settings["device_fingerprint"]):
+        elif previous.get("device") != settings["device"] and previous.get(
+            "device_fingerprint"
+        ) not in (None, settings["device_fingerprint"]):
             raise ValueError(
                 f"study {self.study_name!r} measures on {previous.get('device')}, this worker on "
                 f"{settings['device']}: a study's latencies come from one device; run this "

@@ -27,6 +27,7 @@ from edge.export import export_onnx
 from edge.latency import LatencyResult, environment, fingerprint, measure_latency
 from edge.runtimes import OrtRuntime, Runtime, TorchRuntime
 from evit.config import ModelConfig
+from evit.fusion import GRAPH_VERSION
 
 TARGETS = ("auto", "ort-cpu", "openvino-cpu", "trt", "torch-cpu", "torch-cuda")
 CPU_TARGETS = ("ort-cpu", "openvino-cpu", "torch-cpu")
@@ -166,9 +167,9 @@ class Target:
         self.env = environment(
             self.threads, "cuda" if self.name in ("trt", "torch-cuda") else "cpu"
         )
-        # an fp32 fingerprint stays what it was before precisions existed (caches remain valid)
+        # the deployed graph's form is part of it: a latency of another form is not this one's
         runtime = self.name if self.precision == "fp32" else f"{self.name}-{self.precision}"
-        self.fingerprint = fingerprint(self.env, runtime, self.batch)
+        self.fingerprint = fingerprint(self.env, f"{runtime}/graph{GRAPH_VERSION}", self.batch)
 
     @property
     def description(self) -> str:

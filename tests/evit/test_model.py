@@ -113,6 +113,20 @@ def test_fused_forward_has_no_gather_and_no_scale_multiply(tiny_model):
     assert calls.names.count("mul") == merges == 1
 
 
+def test_a_fused_head_runs_two_convs_one_split_and_one_reshape_for_q_k_v(tiny_model):
+    """Q's depthwise conv runs over the whole qkv tensor (identity on K and V), so one Reshape
+    flattens all three: fewer, larger ops for the runtimes (docs/benchmarks.md §15)."""
+    from evit.fusion import FusedAttentionHead
+
+    head = next(m for m in evit.fuse(tiny_model).modules() if isinstance(m, FusedAttentionHead))
+    x = torch.randn(1, head.qkv.in_channels, head.resolution, head.resolution)
+    with torch.no_grad(), _RecordCalls() as calls:
+        head(x)
+    assert calls.names.count("conv2d") == 2
+    assert calls.names.count("split") == 1 and calls.names.count("reshape") == 1
+    assert torch.all(head.dw.bias[head.key_dim :] == 0)  # K and V pass unchanged
+
+
 def test_unfused_forward_gathers_biases_and_scales(tiny_model):
     """The counterpart of the test above, so that it cannot pass vacuously."""
     with torch.no_grad(), _RecordCalls() as calls:

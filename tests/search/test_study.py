@@ -240,6 +240,21 @@ def test_a_worker_on_another_device_is_refused(tmp_path, tiny_space, fake_target
         run_search(_opts(tmp_path, tiny_space, trials=3, study="s"))
 
 
+def test_a_study_measured_on_another_graph_form_is_refused(
+    tmp_path, tiny_space, fake_target, monkeypatch
+):
+    """Same device, a deployed graph of another form (evit.fusion.GRAPH_VERSION): its
+    latencies are not comparable, and the message says what changed, not 'another device'."""
+    import search.targets
+
+    run_search(_opts(tmp_path, tiny_space, trials=3, study="s"))
+    before = FakeTarget(name="ort-cpu").fingerprint
+    monkeypatch.setattr(search.targets, "GRAPH_VERSION", search.targets.GRAPH_VERSION + 1)
+    assert FakeTarget(name="ort-cpu").fingerprint != before
+    with pytest.raises(ValueError, match=r"created with other settings \(device_fingerprint"):
+        run_search(_opts(tmp_path, tiny_space, trials=3, study="s"))
+
+
 def _other_fingerprint(self):
     Target.__post_init__(self)
     self.fingerprint = "f" * 16
