@@ -18,6 +18,11 @@ convolutions and the head, all but the depthwise convolutions and the attention 
 ``edge.quantize``), with the FFNs' residual Adds too, and each of these with the attention's
 qkv convolutions left in float. All of a model's graphs are measured interleaved with fp32 in
 one run (paired speed-up, 95 % CI).
+
+``--graph-forms``: the deployed graph's attention head as :func:`evit.fuse` builds it (Q's
+depthwise conv over the whole qkv tensor, one Reshape for q, k and v) against the previous,
+narrow form (the conv over q alone, three Reshapes), on every CPU path: kernels each runtime
+executes and the paired time ratio, interleaved; the two forms' outputs compared too.
 """
 
 from __future__ import annotations
@@ -31,9 +36,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from benchmarks.bench_int8 import cpu_flags
 from benchmarks.common import fp32_and_int8, ratio_cell, save
+from edge.export import torchscript_export
 
 RUNS = 200  # profiled inferences per path (after a warm-up)
 
@@ -199,6 +206,89 @@ def int8_variants(name: str, which: str, threads: int, max_seconds: float) -> li
     return rows
 
 
+def graph_forms(name: str, threads: int, max_seconds: float) -> list[dict[str, Any]]:
+    """The heads' wide query conv (evit.fuse's default) against the narrow one, on every CPU
+    path (ORT fp32/int8, OpenVINO fp32/bf16/int8), each pair interleaved."""
+    import onnx
+
+    import edge.quantize as q
+    import evit
+    from edge.latency import measure_interleaved
+    from edge.runtimes import OrtRuntime
+    from evit.live import live_copy
+
+    live = live_copy(evit.create_model(name))
+    forms = {"wide": evit.fuse(live), "narrow": evit.fuse(live, wide_query_conv=False)}
+    size = evit.load_config(name).img_size
+    x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        difference = float((forms["wide"](x) - forms["narrow"](x)).abs().max())
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        calib, _ = q.calibration_images(None, 16, size, 0)
+        files: dict[str, dict[str, Path]] = {}
+        for form, fused in forms.items():
+            fp32 = Path(tmp) / f"{form}.onnx"
+            proto = torchscript_export(fused, live.config, 1, 17)
+            onnx.save(proto, str(fp32))
+            int8 = Path(tmp) / f"{form}.int8.onnx"
+            onnx.save(q.quantize_graph(proto, calib, 1), str(int8))
+            files[form] = {"fp32": fp32, "int8": int8}
+        paths: list[tuple[str, str, Any]] = [
+            ("onnxruntime", "fp32", lambda p: OrtRuntime(p, threads=threads)),
+            ("onnxruntime", "int8", lambda p: OrtRuntime(p, threads=threads)),
+        ]
+        try:
+            from edge.openvino import OpenVinoRuntime, bf16_supported
+
+            for precision in ["fp32", "bf16", "int8"] if bf16_supported() else ["fp32", "int8"]:
+                paths.append(
+                    (
+                        "openvino",
+                        precision,
+                        lambda p, pr=precision: OpenVinoRuntime(p, threads=threads, precision=pr),
+                    )
+                )
+        except RuntimeError:  # OpenVINO not installed
+            pass
+        for runtime, precision, make in paths:
+            chosen = "int8" if precision == "int8" else "fp32"
+            a, b = files["wide"][chosen], files["narrow"][chosen]
+            res = measure_interleaved(
+                [lambda p=a, make=make: make(p), lambda p=b, make=make: make(p)],
+                labels=["wide", "narrow"],
+                max_seconds=max_seconds,
+            )
+            r = res.ratios[0]  # narrow / wide: the wide form's speed-up
+            kernels = {  # executed per inference, as the profiles above count them
+                form: len(
+                    profile_ort(path, threads)[0]
+                    if runtime == "onnxruntime"
+                    else profile_openvino(path, threads, precision)[0]
+                )
+                for form, path in (("wide", a), ("narrow", b))
+            }
+            rows.append(
+                {
+                    "model": name,
+                    "runtime": runtime,
+                    "precision": precision,
+                    "kernels": kernels,
+                    "wide_ms": res.results[0].median_ms,
+                    "narrow_ms": res.results[1].median_ms,
+                    "speedup_of_wide": {"ratio": r.ratio, "ci_low": r.ci_low, "ci_high": r.ci_high},
+                    "max_abs_difference": difference,
+                }
+            )
+            print(
+                f"{name} {runtime} {precision}: kernels {kernels['narrow']} -> {kernels['wide']}"
+                f", {res.results[1].median_ms:.3f} -> {res.results[0].median_ms:.3f} ms, speed-up "
+                f"of the wide form {ratio_cell(r)}; outputs differ by {difference:.1e}",
+                flush=True,
+            )
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", default=["m0", "m5"])
@@ -208,12 +298,17 @@ def main() -> None:
         choices=["layers", "joined"],
         help="compare int8 graphs: which layers to quantize, or what joins the default layers",
     )
+    parser.add_argument("--graph-forms", action="store_true")
     parser.add_argument("--max-seconds", type=float, default=20.0)
     args = parser.parse_args()
 
     import evit
     from search.prefilter import gemm_peak_macs_per_ms
 
+    if args.graph_forms:
+        rows = [r for m in args.models for r in graph_forms(m, args.threads, args.max_seconds)]
+        save(f"graph-forms-t{args.threads}", {"cpu_flags": cpu_flags(), "rows": rows})
+        return
     if args.int8_variants:
         rows = [
             r
