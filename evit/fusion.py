@@ -121,8 +121,8 @@ class FusedAttentionHead(nn.Module):
     on K's and V's channels (exact: a 1 at the centre, 0 elsewhere, no bias), so that q, k and
     v are flattened by one Reshape after one Split, instead of a Split, a conv on q and three
     Reshapes. Measured against the conv on q alone (docs/benchmarks.md §15): OpenVINO fp32,
-    bf16 and int8 up to 21 % and ONNX Runtime fp32 up to 4 % faster; ONNX Runtime's int8 graph
-    1-3 % slower. ``wide_query_conv=False`` builds the conv on q alone (the previous form).
+    bf16 and int8 4-26 % and ONNX Runtime fp32 0-3 % faster; ONNX Runtime's int8 graph 1-3 %
+    slower. ``wide_query_conv=False`` builds the conv on q alone (the previous form).
     """
 
     def __init__(

@@ -125,6 +125,10 @@ def test_a_fused_head_runs_two_convs_one_split_and_one_reshape_for_q_k_v(tiny_mo
     assert calls.names.count("conv2d") == 2
     assert calls.names.count("split") == 1 and calls.names.count("reshape") == 1
     assert torch.all(head.dw.bias[head.key_dim :] == 0)  # K and V pass unchanged
+    narrow = evit.fuse(tiny_model, wide_query_conv=False)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert max_rel_error(evit.fuse(tiny_model)(x), narrow(x)) <= 1e-6  # the same numbers
 
 
 def test_unfused_forward_gathers_biases_and_scales(tiny_model):
