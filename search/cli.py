@@ -365,6 +365,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 130
     _print_summary(outcome)
+    if outcome.drift_warning:
+        print(f"warning: {outcome.drift_warning}", file=sys.stderr)
     if outcome.interrupted:
         print(
             "interrupted: finished trials are saved; run the same command to resume",

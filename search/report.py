@@ -533,6 +533,7 @@ def summary(outcome: Any) -> dict[str, Any]:
         "precision": outcome.target.precision,
         "auto_choice": outcome.auto_choice,
         "budget_choice": outcome.budget_choice,
+        "drift_warning": outcome.drift_warning,
         "precision_vs_fp32": [
             {
                 "model": row.candidate.config.name,
@@ -632,6 +633,7 @@ def report_markdown(outcome: Any, files: list[str], onnx_note: str, family_md: s
         f"{', '.join(f'{k} {v}' for k, v in env.get('versions', {}).items())})",
         *([f"- Target: {outcome.auto_choice}"] if outcome.auto_choice else []),
         *([f"- Budget from a reference: {outcome.budget_choice}"] if outcome.budget_choice else []),
+        *([f"- **Warning**: {outcome.drift_warning}"] if outcome.drift_warning else []),
         f"- Objective: `{outcome.objective.name}`: {outcome.objective.description}. "
         + (_training_line(outcome) if outcome.training else "No accuracy was measured."),
         f"- Trials: {stats.get('trials')} in the study; this run measured "

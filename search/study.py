@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
@@ -166,6 +167,8 @@ class SearchOutcome:
     precision_rows: list[PrecisionRow] = field(default_factory=list)
     auto_choice: str | None = None  # --target auto on a CPU: what it measured and chose
     budget_choice: str | None = None  # --budget-ms m0: the reference's measured latency
+    # the machine's speed changed between the trials and the final re-measurement (see drift)
+    drift_warning: str | None = None
 
 
 @dataclass
@@ -908,6 +911,35 @@ class SearchRun:
         ]
 
 
+DRIFT_LIMIT = 1.25  # re-measured / first latency of the references, either way
+
+
+def drift_warning(references: list[Candidate]) -> str | None:
+    """A one-line warning when the references' re-measured latencies differ from their first
+    readings by more than :data:`DRIFT_LIMIT` (median over the references): the machine ran at
+    another speed during the final re-measurement than during the trials (a slow phase,
+    docs/benchmarks.md §5), so the absolute budget check compares times from two machines."""
+    pairs = [
+        (r, r.remeasured.median_ms / r.latency.median_ms)
+        for r in references
+        if r.remeasured is not None and r.latency.median_ms > 0
+    ]
+    if not pairs:
+        return None
+    ratio = float(np.median([x for _, x in pairs]))
+    if 1 / DRIFT_LIMIT <= ratio <= DRIFT_LIMIT:
+        return None
+    ref, _ = pairs[0]
+    speed = "slower" if ratio > 1 else "faster"
+    return (
+        f"the machine ran {max(ratio, 1 / ratio):.2f}x {speed} during the final re-measurement "
+        f"than during the trials ({ref.config.name}: {ref.latency.median_ms:.3f} ms, then "
+        f"{ref.remeasured.median_ms:.3f} ms), so the budget check mixes two speeds; run the "
+        "same command again to redo it (the study resumes, measured configs are reused), or "
+        "give the budget relative to a reference (--budget-ms m0)"
+    )
+
+
 def run_search(opts: SearchOptions, progress_factory: Any | None = None) -> SearchOutcome:
     """Run (or resume) a search and write every output; see the module docstring."""
     from search.report import write_outputs
@@ -958,6 +990,7 @@ def run_search(opts: SearchOptions, progress_factory: Any | None = None) -> Sear
             run.remeasure(references + chosen)
         except KeyboardInterrupt:
             interrupted = True
+    drift = None if interrupted else drift_warning(references)  # reported, not enforced
     confirmed = None
     if not interrupted:
         try:
@@ -1020,6 +1053,7 @@ def run_search(opts: SearchOptions, progress_factory: Any | None = None) -> Sear
         precision_rows=precision_rows,
         auto_choice=run.auto_choice,
         budget_choice=run.budget_choice,
+        drift_warning=drift,
     )
     write_outputs(outcome, study, run)
     return outcome

@@ -371,3 +371,28 @@ def test_trials_csv_survives_a_trial_with_partial_parameters(tiny_space):
     run = SimpleNamespace(space=load_space(tiny_space), opts=SimpleNamespace(budget_ms=1.0))
     text = trials_csv(study, run)
     assert "partial parameters (its worker died while sampling)" in text
+
+
+def test_a_machine_slower_in_the_final_remeasurement_is_reported(
+    tmp_path, tiny_space, fake_target, monkeypatch
+):
+    """The trials measured at one speed, the final re-measurement (which decides the budget
+    check) at 1.6x slower: the report and the CLI say so instead of a silent verdict."""
+    from tests.search.conftest import ConstantRuntime
+
+    steady = run_search(_opts(tmp_path, tiny_space, trials=8, study="steady"))
+    assert steady.drift_warning is None
+    monkeypatch.setattr(
+        FakeTarget,
+        "prepare",
+        lambda self, config, timings=None: (
+            lambda: ConstantRuntime(1.6 * self._ms(config), config.name)
+        ),
+    )
+    slow = run_search(_opts(tmp_path, tiny_space, trials=8, study="slow", out=tmp_path / "slow"))
+    assert slow.drift_warning and "1.60x slower during the final re-measurement" in (
+        slow.drift_warning
+    )
+    assert "**Warning**: the machine ran 1.60x slower" in (slow.out / "report.md").read_text()
+    summary = json.loads((slow.out / "summary.json").read_text())
+    assert summary["drift_warning"] == slow.drift_warning
