@@ -929,7 +929,7 @@ def drift_warning(references: list[Candidate]) -> str | None:
     ratio = float(np.median([x for _, x in pairs]))
     if 1 / DRIFT_LIMIT <= ratio <= DRIFT_LIMIT:
         return None
-    ref, _ = pairs[0]
+    ref = min(pairs, key=lambda p: abs(p[1] - ratio))[0]  # the reference that shows it best
     speed = "slower" if ratio > 1 else "faster"
     return (
         f"the machine ran {max(ratio, 1 / ratio):.2f}x {speed} during the final re-measurement "
