@@ -83,7 +83,7 @@ def accuracy(args: argparse.Namespace) -> None:
         ("all layers, uint8 activations", "uint8", everything),
         ("all layers, int8 activations (TensorRT)", "int8", everything),
         (
-            "the default: all but depthwise convs and attention matmuls",
+            "the default (edge.quantize.default_nodes)",
             "uint8",
             q.default_nodes(fp32),
         ),

@@ -206,6 +206,20 @@ def int8_variants(name: str, which: str, threads: int, max_seconds: float) -> li
     return rows
 
 
+def _openvino(path: Path, threads: int, precision: str) -> Any:
+    from edge.openvino import OpenVinoRuntime
+
+    return OpenVinoRuntime(path, threads=threads, precision=precision)
+
+
+def openvino_precisions() -> list[str]:
+    """OpenVINO's precisions on this CPU (none without the extra), as ``--target auto`` sees
+    them."""
+    from search.targets import cpu_paths
+
+    return [precision for runtime, precision in cpu_paths() if runtime == "openvino-cpu"]
+
+
 def graph_forms(name: str, threads: int, max_seconds: float) -> list[dict[str, Any]]:
     """The heads' wide query conv (evit.fuse's default) against the narrow one, on every CPU
     path (ORT fp32/int8, OpenVINO fp32/bf16/int8), each pair interleaved."""
@@ -238,19 +252,14 @@ def graph_forms(name: str, threads: int, max_seconds: float) -> list[dict[str, A
             ("onnxruntime", "fp32", lambda p: OrtRuntime(p, threads=threads)),
             ("onnxruntime", "int8", lambda p: OrtRuntime(p, threads=threads)),
         ]
-        try:
-            from edge.openvino import OpenVinoRuntime, bf16_supported
-
-            for precision in ["fp32", "bf16", "int8"] if bf16_supported() else ["fp32", "int8"]:
-                paths.append(
-                    (
-                        "openvino",
-                        precision,
-                        lambda p, pr=precision: OpenVinoRuntime(p, threads=threads, precision=pr),
-                    )
+        for precision in openvino_precisions():
+            paths.append(
+                (
+                    "openvino",
+                    precision,
+                    lambda p, pr=precision: _openvino(p, threads, pr),
                 )
-        except RuntimeError:  # OpenVINO not installed
-            pass
+            )
         for runtime, precision, make in paths:
             chosen = "int8" if precision == "int8" else "fp32"
             a, b = files["wide"][chosen], files["narrow"][chosen]
@@ -320,12 +329,7 @@ def main() -> None:
             {"cpu_flags": cpu_flags(), "rows": rows},
         )
         return
-    try:
-        from edge.openvino import bf16_supported
-
-        ov_paths = ["fp32", "bf16", "int8"] if bf16_supported() else ["fp32", "int8"]
-    except RuntimeError:  # OpenVINO not installed
-        ov_paths = []
+    ov_paths = openvino_precisions()
     peak = gemm_peak_macs_per_ms(args.threads)
     results = []
     with tempfile.TemporaryDirectory() as tmp:
