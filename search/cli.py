@@ -248,6 +248,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=2.0,
         help="time cap of one trial's latency measurement (default 2)",
     )
+    p.add_argument(
+        "--drift-retries",
+        type=int,
+        default=2,
+        help="repeat the final re-measurement up to N times (a minute apart) while M0-M5 "
+        "read more than 1.25x off their trial latencies, keeping the closest run (default 2)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     return p
@@ -344,6 +351,7 @@ def main(argv: list[str] | None = None) -> int:
         measure_seconds=args.measure_seconds,
         train=train,
         precision=args.precision,
+        drift_retries=args.drift_retries,
     )
     factory = (
         None

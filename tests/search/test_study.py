@@ -32,6 +32,7 @@ def _opts(tmp_path, space, **kw):
         space=space,
         out=tmp_path / "run",
         remeasure_block_seconds=0.001,
+        drift_wait_seconds=0.0,
     )
     base.update(kw)
     return SearchOptions(**base)
@@ -396,3 +397,55 @@ def test_a_machine_slower_in_the_final_remeasurement_is_reported(
     assert "**Warning**: the machine ran 1.60x slower" in (slow.out / "report.md").read_text()
     summary = json.loads((slow.out / "summary.json").read_text())
     assert summary["drift_warning"] == slow.drift_warning
+    # measured three times (two retries), slow each time, and the warning says so
+    assert summary["stats"]["final_drifts"] == pytest.approx([1.6] * 3)
+    assert "the closest of 3 final re-measurements" in slow.drift_warning
+
+
+def test_a_drifted_final_remeasurement_is_repeated_and_the_closest_run_kept(
+    tmp_path, tiny_space, fake_target, monkeypatch
+):
+    """The machine reads 1.6x slow in the final run, then 1.4x, then 2.0x (it changes speed
+    while the search waits): the attempt closest to the trials' speed decides (1.4x, still
+    warned); when it recovers after one wait, the second run decides and nothing is warned."""
+    import search.study
+    from tests.search.conftest import ConstantRuntime
+
+    speeds = []
+    monkeypatch.setattr(
+        FakeTarget,
+        "prepare",
+        lambda self, config, timings=None: (
+            lambda: ConstantRuntime(speeds[0] * self._ms(config), config.name)
+        ),
+    )
+    waits = []
+    monkeypatch.setattr(search.study, "_sleep", lambda s: (waits.append(s), speeds.pop(0)))
+
+    speeds[:] = [1.6, 1.4, 2.0]
+    worst = run_search(_opts(tmp_path, tiny_space, trials=8, study="a", out=tmp_path / "a"))
+    assert len(waits) == 2 and speeds == [2.0]
+    assert "1.40x slower" in worst.drift_warning
+    ratio = worst.best.remeasured.median_ms / worst.best.latency.median_ms
+    assert ratio == pytest.approx(1.4)  # the kept run's figures, not the last run's
+
+    speeds[:] = [1.6, 1.0]
+    waits.clear()
+    steady = run_search(_opts(tmp_path, tiny_space, trials=8, study="b", out=tmp_path / "b"))
+    assert len(waits) == 1 and steady.drift_warning is None
+    assert steady.stats["final_drifts"] == pytest.approx([1.6, 1.0])
+    assert steady.best.remeasured.median_ms == pytest.approx(steady.best.latency.median_ms)
+
+    speeds[:] = [1.6]  # --drift-retries 0: one run, warned
+    none = run_search(
+        _opts(tmp_path, tiny_space, trials=8, study="c", out=tmp_path / "c", drift_retries=0)
+    )
+    assert none.stats["final_drifts"] == pytest.approx([1.6])
+    assert "1.60x slower during the final re-measurement than during the trials (" in (
+        none.drift_warning
+    )
+
+
+def test_negative_drift_retries_are_refused(tmp_path, tiny_space):
+    with pytest.raises(ValueError, match="--drift-retries -1: must be >= 0"):
+        _opts(tmp_path, tiny_space, drift_retries=-1).check()
