@@ -149,11 +149,15 @@ def train_one(config: Any, data: Path, epochs: int, img_size: int, seed: int) ->
     }
 
 
-def ensure_data(path: Path) -> Path:
+def ensure_data(path: Path, val_per_class: int = 50) -> Path:
+    """The README's synthetic dataset (10 classes, 300 training images each, 64 px, seed 0)
+    with ``val_per_class`` validation images per class, written unless present."""
     if not (path / "val").is_dir():
         from evit.train.synthetic import write_synthetic
 
-        write_synthetic(path, num_classes=10, per_class=300, size=64, seed=0, val_per_class=50)
+        write_synthetic(
+            path, num_classes=10, per_class=300, size=64, seed=0, val_per_class=val_per_class
+        )
     return path
 
 

@@ -59,3 +59,37 @@ def test_early_stop_replay_counts_wrong_stops():
     assert r["stopped_share"] > 0 and r["wrong_share_of_stops"] == 1.0
     assert 0 < r["time_saved_share"] < 1
     assert replay_early_stop(rows, check_epoch=1, margin=20.0, orders=10)["stopped_share"] == 0
+
+
+def _runs(vectors: dict[str, list[list[int]]], classes: int) -> dict:
+    """bench_noise's layout: model -> seed -> per-class 1/0 lists."""
+    out: dict = {}
+    for model, seeds in vectors.items():
+        out[model] = {}
+        for seed, vec in enumerate(seeds):
+            per = len(vec) // classes
+            out[model][str(seed)] = {
+                "correct": {f"c{i}": vec[i * per : (i + 1) * per] for i in range(classes)}
+            }
+    return out
+
+
+def test_comparison_noise_splits_into_validation_and_training_parts():
+    from benchmarks.bench_noise import comparison_sd, summarize
+
+    rng = random.Random(0)
+    same = [rng.random() < 0.3 for _ in range(2000)]
+    # every run predicts alike: no validation noise in a comparison, no training noise
+    still = comparison_sd(_runs({"a": [same, same], "b": [same, same]}, 10), [50, 200])
+    assert still["agreement"] == 1.0 and still["total_sd"][50] == 0.0
+    # independent coin flips: the per-image difference has sd sqrt(0.5); the validation part
+    # shrinks as 1/sqrt(images), and a seed-to-seed spread shows up as training noise
+    flips = {m: [[rng.random() < 0.5 for _ in range(2000)] for _ in range(4)] for m in "ab"}
+    noisy = comparison_sd(_runs(flips, 10), [50, 200])
+    assert math.isclose(noisy["val_sd"][50], 100 * math.sqrt(0.5 / 500), rel_tol=0.05)
+    assert math.isclose(noisy["val_sd"][50] / noisy["val_sd"][200], 2.0)
+    assert 0.4 < noisy["agreement"] < 0.6
+    # a model that is better on every seed is ordered right by every pairing of seeds
+    better = {"a": [same, same], "b": [[1] * 2000, [1] * 2000]}
+    rows = summarize(_runs(better, 10), [50, 200])
+    assert all(r["ordered_right"] == 1.0 and r["diff"]["mean"] > 60 for r in rows)
