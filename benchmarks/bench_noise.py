@@ -1,6 +1,6 @@
 """How noisy is one candidate's score in the accuracy search, and what would make it less so?
 
-    python -m benchmarks.bench_noise                 # ~15 min on 2 cores (2 models x 4 seeds)
+    python -m benchmarks.bench_noise                 # ~10 min on 2 cores (2 models x 4 seeds)
     python -m benchmarks.bench_noise --report        # the table again, from the saved results
 
 Trains each of ``--models`` with ``--seeds`` seeds under the accuracy objective's own short
@@ -17,6 +17,8 @@ error; and how often one seed's scores order the two models as their means over 
 the largest validation set do (the chance that the search, which trains once, ranks them right);
 and the standard deviation of a comparison between two trained runs, split into the validation
 sample's part at each size (from the per-image agreement of every pair of runs) and training's.
+What a larger validation set costs: the first model's seed-0 training is timed with each size
+(``--time-repeats`` rounds, the sizes alternating).
 Results are saved after every training, and a re-run resumes.
 """
 
@@ -74,6 +76,40 @@ def train_one(model: str, data: Path, epochs: int, img_size: int, seed: int) -> 
         outcome = train_candidate(config, budget, Path(tmp) / "run", None)
         hits = correct_per_image(outcome.checkpoint, data)
     return {"search_top1": outcome.top1, "seconds": outcome.seconds, "correct": hits}
+
+
+def val_view(data: Path, per_class: int, into: Path) -> Path:
+    """``into`` with ``data``'s training set and the first ``per_class`` validation images of
+    each class (symbolic links: nothing is copied)."""
+    (into / "val").mkdir(parents=True)
+    (into / "train").symlink_to((data / "train").resolve())
+    for folder in sorted(p for p in (data / "val").iterdir() if p.is_dir()):
+        (into / "val" / folder.name).mkdir()
+        for image in sorted(folder.iterdir())[:per_class]:
+            (into / "val" / folder.name / image.name).symlink_to(image.resolve())
+    return into
+
+
+def time_val_sizes(
+    model: str, data: Path, epochs: int, img_size: int, val_sizes: list[int], repeats: int
+) -> dict[str, list[float]]:
+    """Seconds of one training (seed 0) with each validation size, the sizes alternating."""
+    from evit.train.data import find_classes
+    from search.accuracy import TrainBudget, train_candidate
+    from search.space import reference_configs
+
+    config = reference_configs()[f"efficientvit_{model}"]
+    config = config.replace(num_classes=len(find_classes(data / "train")))
+    seconds: dict[str, list[float]] = {str(k): [] for k in val_sizes}
+    with tempfile.TemporaryDirectory(prefix="bench-noise-time-") as tmp:
+        views = {k: val_view(data, k, Path(tmp) / f"val{k}") for k in val_sizes}
+        for r in range(repeats):
+            for k in val_sizes:
+                budget = TrainBudget(data=views[k], epochs=epochs, img_size=img_size, seed=0)
+                out = train_candidate(config, budget, Path(tmp) / f"run{k}-{r}", None)
+                seconds[str(k)].append(out.seconds)
+                print(f"{model}, {k} validation images per class: {out.seconds:.1f} s")
+    return seconds
 
 
 def top1(run: dict[str, Any], per_class: int) -> float:
@@ -192,6 +228,14 @@ def report(data: dict[str, Any]) -> str:
         + ", ".join(f"{v:.2f} at {k}/class" for k, v in comp["total_sd"].items())
         + f" (two runs agree on {100 * comp['agreement']:.0f} % of the images)."
     )
+    if data.get("timing"):
+        lines.append(
+            f"\nOne {models[0]} training (seed 0), seconds per validation size, alternating: "
+            + "; ".join(
+                f"{k}/class {', '.join(f'{x:.1f}' for x in v)}" for k, v in data["timing"].items()
+            )
+            + "."
+        )
     secs = [run["seconds"] for m in models for run in data["runs"][m].values()]
     lines.append(
         f"\n{len(secs)} trainings, {statistics.mean(secs):.0f} s each on average "
@@ -209,6 +253,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--val-per-class", type=int, default=250)
     p.add_argument("--val-sizes", default="50,100,250")
     p.add_argument("--data", type=Path, default=RESULTS / "noise" / "shapes")
+    p.add_argument(
+        "--time-repeats",
+        type=int,
+        default=2,
+        help="also time the first model's seed-0 training with each validation size, this many "
+        "rounds (0: skip)",
+    )
     p.add_argument("--report", action="store_true", help="print the saved results' table")
     args = p.parse_args(argv)
     path = RESULTS / f"{NAME}.json"
@@ -227,6 +278,7 @@ def main(argv: list[str] | None = None) -> None:
         old = json.loads(path.read_text())
         if all(old.get(k) == v for k, v in settings.items()):
             data["runs"].update({m: old["runs"].get(m, {}) for m in models})
+            data["timing"] = old.get("timing", {})
     ensure_data(args.data, args.val_per_class)
     for seed in range(args.seeds):
         for m in models:
@@ -236,6 +288,11 @@ def main(argv: list[str] | None = None) -> None:
             data["runs"][m][str(seed)] = run
             print(f"{m} seed {seed}: {top1(run, max(val_sizes)):.1f} % ({run['seconds']:.0f} s)")
             save(NAME, data)
+    if args.time_repeats and not data.get("timing"):
+        data["timing"] = time_val_sizes(
+            models[0], args.data, args.epochs, args.img_size, val_sizes, args.time_repeats
+        )
+        save(NAME, data)
     print(report(data))
 
 
