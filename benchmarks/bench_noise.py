@@ -64,13 +64,19 @@ def correct_per_image(checkpoint: Path, data: Path) -> dict[str, list[int]]:
     return out
 
 
-def train_one(model: str, data: Path, epochs: int, img_size: int, seed: int) -> dict[str, Any]:
+def reference_config(model: str, data: Path) -> Any:
+    """Reference ``model`` (m0 ... m5) with the dataset's class count."""
     from evit.train.data import find_classes
-    from search.accuracy import TrainBudget, train_candidate
     from search.space import reference_configs
 
-    classes = find_classes(data / "train")
-    config = reference_configs()[f"efficientvit_{model}"].replace(num_classes=len(classes))
+    config = reference_configs()[f"efficientvit_{model}"]
+    return config.replace(num_classes=len(find_classes(data / "train")))
+
+
+def train_one(model: str, data: Path, epochs: int, img_size: int, seed: int) -> dict[str, Any]:
+    from search.accuracy import TrainBudget, train_candidate
+
+    config = reference_config(model, data)
     budget = TrainBudget(data=data, epochs=epochs, img_size=img_size, seed=seed)
     with tempfile.TemporaryDirectory(prefix="bench-noise-") as tmp:
         outcome = train_candidate(config, budget, Path(tmp) / "run", None)
@@ -94,12 +100,9 @@ def time_val_sizes(
     model: str, data: Path, epochs: int, img_size: int, val_sizes: list[int], repeats: int
 ) -> dict[str, list[float]]:
     """Seconds of one training (seed 0) with each validation size, the sizes alternating."""
-    from evit.train.data import find_classes
     from search.accuracy import TrainBudget, train_candidate
-    from search.space import reference_configs
 
-    config = reference_configs()[f"efficientvit_{model}"]
-    config = config.replace(num_classes=len(find_classes(data / "train")))
+    config = reference_config(model, data)
     seconds: dict[str, list[float]] = {str(k): [] for k in val_sizes}
     with tempfile.TemporaryDirectory(prefix="bench-noise-time-") as tmp:
         views = {k: val_view(data, k, Path(tmp) / f"val{k}") for k in val_sizes}
