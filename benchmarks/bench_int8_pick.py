@@ -125,13 +125,9 @@ def main(argv: list[str] | None = None) -> None:
             }
         )
     picks = {}
-    for prec in ("fp32", "int8"):
-        within = [
-            (r, res.results[2 * i + (prec == "int8")])
-            for i, r in enumerate(rows)
-            if fits(res.results[2 * i + (prec == "int8")], args.budget_ms)
-        ]
-        picks[prec] = max(within, key=lambda x: x[0]["params"])[0] if within else None
+    for slot, prec in enumerate(("fp32", "int8")):  # each config's fp32 result, then its int8
+        within = [r for i, r in enumerate(rows) if fits(res.results[2 * i + slot], args.budget_ms)]
+        picks[prec] = max(within, key=lambda r: r["params"]) if within else None
     data = {"budget_ms": args.budget_ms, "threads": args.threads, "rows": rows, "picks": picks}
     save(NAME, data)
     print(report(data))
