@@ -20,6 +20,51 @@ def test_ci_runs_the_readme_test_command():
     assert len(tests) == 1 and ci == tests
 
 
+def test_ci_stops_with_one_line_when_the_disk_is_too_full(tmp_path):
+    """.ci/run refuses up front, before apt or pip, when the venv cannot fit."""
+    import subprocess
+
+    (tmp_path / ".ci").mkdir()
+    (tmp_path / ".ci/run").write_text((ROOT / ".ci/run").read_text())
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool, body in {
+        # df -P layout: a header, then filesystem, size, used, available, capacity, mount point
+        "df": 'echo "Filesystem 1024-blocks Used Available Capacity Mounted on"\n'
+        'echo "/dev/vda 264241152 263241152 300000 99% /"',
+        "python3": 'echo "python3 ran" >&2; exit 3',
+        "apt-get": 'echo "apt-get ran" >&2; exit 3',
+    }.items():
+        (bin_dir / tool).write_text(f"#!/bin/sh\n{body}\n")
+        (bin_dir / tool).chmod(0o755)
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin"}
+    done = subprocess.run(
+        ["bash", str(tmp_path / ".ci/run")], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 1
+    assert done.stderr.strip() == ".ci/run: 292 MiB free on /; the environment needs 7 GiB"
+
+
+def test_the_code_passes_the_linter(tmp_path):
+    """ruff with the project's settings (part of the suite, so CI's exit status covers it)."""
+    import subprocess
+    import sys
+
+    def ruff(*paths):
+        cmd = [sys.executable, "-m", "ruff", "check", "--no-cache", "--config"]
+        return subprocess.run(
+            [*cmd, str(ROOT / "pyproject.toml"), *map(str, paths)],
+            capture_output=True, text=True, timeout=300, cwd=ROOT,
+        )
+
+    bad = tmp_path / "bad.py"
+    bad.write_text("import os\n")
+    rejected = ruff(bad)
+    assert rejected.returncode == 1 and "F401" in rejected.stdout
+    done = ruff(ROOT)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
 def test_readme_main_command_runs_the_search():
     main = [c for c in _commands((ROOT / "README.md").read_text()) if not c.endswith("pytest")]
     assert main == [main[0]] and main[0].endswith(".venv/bin/python -m search --budget-ms 2")
