@@ -226,20 +226,75 @@ def sample_seed(seed: int, epoch: int, index: int) -> int:
     return int.from_bytes(digest, "little")
 
 
+def load_rgb(path: str | os.PathLike) -> Image.Image:
+    """An image file as RGB, turned as a camera shows it (EXIF orientation)."""
+    with Image.open(path) as image:
+        return ImageOps.exif_transpose(image).convert("RGB")
+
+
+class DecodedImages:
+    """Decoded images kept in memory for runs that read the same files many times in one
+    process (a search trains every candidate on one dataset): the same pixels, decoded once.
+
+    Bounded by ``max_bytes`` of pixels: beyond it, further images are decoded on every read.
+    A file changed on disk (size or modification time) is decoded again.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.nbytes = 0
+        self._images: dict[str, tuple[tuple[int, int], Image.Image]] = {}
+
+    def __len__(self) -> int:
+        return len(self._images)
+
+    def load(self, path: str | os.PathLike) -> Image.Image:
+        path = os.fspath(path)
+        stat = os.stat(path)
+        key = (stat.st_mtime_ns, stat.st_size)
+        held = self._images.get(path)
+        if held is not None and held[0] == key:
+            return held[1]
+        image = load_rgb(path)
+        size = image.width * image.height * 3
+        if held is not None:  # changed on disk: the new pixels replace the old
+            old = held[1]
+            self.nbytes -= old.width * old.height * 3
+            del self._images[path]
+        if self.nbytes + size <= self.max_bytes:
+            self._images[path] = (key, image)
+            self.nbytes += size
+        return image
+
+
+# one per process: the trainings of a search share it (DataLoader workers get their own copy)
+DECODED = DecodedImages(max_bytes=2 << 30)
+
+
 class ImageDataset(Dataset):
     """``(path, label)`` samples loaded as RGB and transformed; unreadable files yield ``None``.
 
     Args:
         samples: the images.
-        transform: PIL image -> tensor.
+        transform: PIL image -> tensor (it must not modify its input in place when
+            ``images`` is given: the cached image is read again).
         seed: base seed of the per-sample augmentation randomness.
+        images: decoded images kept across runs (:data:`DECODED`), or None to decode on
+            every read.
     """
 
-    def __init__(self, samples: list[Sample], transform: Any, seed: int = 0) -> None:
+    def __init__(
+        self,
+        samples: list[Sample],
+        transform: Any,
+        seed: int = 0,
+        images: DecodedImages | None = None,
+    ) -> None:
         self.samples = samples
         self.transform = transform
         self.seed = seed
         self.epoch = 0
+        self.images = images
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -250,8 +305,7 @@ class ImageDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int] | tuple[None, str, str]:
         path, label = self.samples[index]
         try:
-            with Image.open(path) as image:
-                image = ImageOps.exif_transpose(image).convert("RGB")  # as a camera shows it
+            image = self.images.load(path) if self.images is not None else load_rgb(path)
         except Exception as e:  # PIL raises many types for truncated or foreign files
             return None, path, f"{type(e).__name__}: {str(e)[:120]}"
         s = sample_seed(self.seed, self.epoch, index)

@@ -15,7 +15,14 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
-from evit.train.data import BadImageCounter, ImageDataset, Sample, collate, eval_transform
+from evit.train.data import (
+    BadImageCounter,
+    DecodedImages,
+    ImageDataset,
+    Sample,
+    collate,
+    eval_transform,
+)
 from evit.train.distributed import DistInfo, all_reduce_sum
 
 
@@ -48,9 +55,11 @@ def eval_loader(
     workers: int,
     info: DistInfo | None = None,
     pin_memory: bool = False,
+    images: DecodedImages | None = None,
 ) -> DataLoader:
-    """A loader over this process's shard of ``samples`` with the evaluation preprocessing."""
-    dataset: Any = ImageDataset(samples, eval_transform(img_size))
+    """A loader over this process's shard of ``samples`` with the evaluation preprocessing
+    (``images``: decoded images kept across runs, see :class:`ImageDataset`)."""
+    dataset: Any = ImageDataset(samples, eval_transform(img_size), images=images)
     if info is not None and info.enabled:
         dataset = Subset(dataset, range(info.rank, len(samples), info.world_size))
     return DataLoader(

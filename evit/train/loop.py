@@ -37,6 +37,7 @@ from evit.config import ModelConfig, load_config
 from evit.files import atomic_path, atomic_write_text
 from evit.model import EfficientViT
 from evit.train.data import (
+    DECODED,
     BadImageCounter,
     DataError,
     ImageDataset,
@@ -86,6 +87,9 @@ class TrainOptions:
         max_bad_images: unreadable images tolerated (skipped and counted) before stopping.
         progress: progress bars on the main process.
         curves: redraw ``curves.png`` after every epoch (off for many short runs).
+        keep_decoded: keep decoded images in memory for the next run in this process
+            (``evit.train.data.DECODED``, up to 2 GiB; for many short runs on one small
+            dataset, as a search's trials are).
     """
 
     model: str | os.PathLike | ModelConfig
@@ -105,6 +109,7 @@ class TrainOptions:
     max_bad_images: int = 100
     progress: bool = True
     curves: bool = True
+    keep_decoded: bool = False
 
 
 @dataclass
@@ -169,6 +174,7 @@ class _Run:
         seed_everything(recipe.seed)
         self.model = EfficientViT(self.config, drop_path_rate=recipe.drop_path)
         self.model.to(info.device)
+        self.images = DECODED if options.keep_decoded else None
         self.train_loader = self._train_loader()
         if options.init and not resumed:
             self._inherit(options.init)
@@ -179,6 +185,7 @@ class _Run:
             options.workers,
             info,
             pin_memory=info.device.type == "cuda",
+            images=self.images,
         )
         self.steps_per_epoch = len(self.train_loader)
         self.total_steps = recipe.epochs * self.steps_per_epoch
@@ -254,6 +261,7 @@ class _Run:
             self.data.train,
             train_transform(self.config.img_size, self.aug, r.rand_augment, r.random_erasing),
             seed=r.seed,
+            images=self.images,
         )
         # one sampler in every case, so that 1 and N processes draw the same permutation
         self.sampler = DistributedSampler(

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import shutil
 
 import numpy as np
@@ -11,6 +12,7 @@ from torchvision.transforms import functional as TF
 from evit.train.data import (
     BadImageCounter,
     DataError,
+    DecodedImages,
     ImageDataset,
     collate,
     eval_transform,
@@ -140,3 +142,38 @@ def test_augmentation_depends_on_seed_epoch_and_index_only(shapes):
     assert not torch.equal(dataset[2][0], first)
     with pytest.raises(ValueError, match="choose one of paper, mild, none"):
         train_transform(64, "heavy", "", 0.0)
+
+
+def test_kept_decoded_images_give_the_same_pixels_and_stay_bounded(shapes, tmp_path):
+    """A dataset reading kept images yields exactly what decoding each time yields (augmented
+    too); a file rewritten on disk is decoded again; past the byte bound nothing more is
+    kept; an unreadable file is still skipped, not kept."""
+    samples = resolve_data(shapes).train[:6]
+    kept = DecodedImages(max_bytes=1 << 20)
+    for transform in (eval_transform(64), train_transform(64, "mild", "", 0.0)):
+        plain = ImageDataset(samples, transform, seed=3)
+        cached = ImageDataset(samples, transform, seed=3, images=kept)
+        for epoch in (0, 1):
+            plain.set_epoch(epoch)
+            cached.set_epoch(epoch)
+            for i in range(len(samples)):
+                assert torch.equal(plain[i][0], cached[i][0])
+    assert len(kept) == 6 and kept.nbytes == 6 * 64 * 64 * 3
+
+    path = tmp_path / "changing.png"
+    Image.new("RGB", (8, 8), (255, 0, 0)).save(path)
+    assert kept.load(path).getpixel((0, 0)) == (255, 0, 0)
+    Image.new("RGB", (16, 16), (0, 0, 255)).save(path)
+    os.utime(path, ns=(1, 1))  # another modification time, whatever the clock's resolution
+    assert kept.load(path).getpixel((0, 0)) == (0, 0, 255)
+    assert kept.nbytes == 6 * 64 * 64 * 3 + 16 * 16 * 3
+
+    small = DecodedImages(max_bytes=64 * 64 * 3 * 2)
+    for path, _ in samples:
+        small.load(path)
+    assert len(small) == 2 and small.nbytes <= small.max_bytes
+
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not a png at all")
+    dataset = ImageDataset([(str(broken), 0)], eval_transform(64), images=small)
+    assert dataset[0][0] is None and len(small) == 2
