@@ -246,6 +246,7 @@ def train_candidate(
             device=budget.device,
             progress=False,
             curves=False,
+            keep_decoded=True,  # every trial trains on the same files
         ),
         on_epoch,
     )

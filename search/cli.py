@@ -87,6 +87,9 @@ class Progress:
         if self.timeout is not None:
             left = max(0.0, self.timeout - (time.monotonic() - self.start))
             parts.append(f"{left:.0f} s left")
+        limit = self.run.time_left()
+        if limit is not None:
+            parts.append(f"{max(limit, 0.0):.0f} s left of --time-limit")
         self.bar.set_postfix_str(", ".join(parts), refresh=False)
         self.bar.update(1)
 
@@ -150,6 +153,15 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"stop the trial loop after this many seconds (default "
         f"{DEFAULT_TIMEOUT_S:g} when --trials is not given); the final "
         "re-measurement and outputs follow",
+    )
+    p.add_argument(
+        "--time-limit",
+        type=float,
+        metavar="SECONDS",
+        help="the whole run's wall-clock time, final phase included: the trial loop stops "
+        "when the time left covers only another trial and the final re-measurement, "
+        "confirmation and outputs (estimated from this run's own timings); drift re-measurements "
+        "are skipped when they do not fit",
     )
     p.add_argument(
         "--objective",
@@ -310,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
     timeout = (
         args.timeout
         if args.timeout is not None
-        else (DEFAULT_TIMEOUT_S if args.trials is None else None)
+        else (DEFAULT_TIMEOUT_S if args.trials is None and args.time_limit is None else None)
     )
     train = None  # SearchOptions.check refuses accuracy without --data, and --data without it
     if args.data is not None:
@@ -352,6 +364,7 @@ def main(argv: list[str] | None = None) -> int:
         train=train,
         precision=args.precision,
         drift_retries=args.drift_retries,
+        time_limit=args.time_limit,
     )
     factory = (
         None

@@ -112,6 +112,8 @@ class SearchOptions:
     # (see drift_warning), after waiting drift_wait_seconds each time
     drift_retries: int = 2
     drift_wait_seconds: float = 60.0
+    # the whole run's wall-clock seconds, final phase included (see SearchRun.time_left)
+    time_limit: float | None = None
     train: TrainBudget | None = None  # the accuracy objective's training
     precision: str | None = None  # fp32 | fp16 | int8; None: the target's default
     # --budget-ms m0: the budget is this reference's latency on the target, measured at start-up
@@ -135,6 +137,10 @@ class SearchOptions:
             raise ValueError(f"--drift-retries {self.drift_retries}: must be >= 0")
         if self.timeout is not None and self.timeout <= 0:
             raise ValueError(f"--timeout {self.timeout}: must be > 0 seconds")
+        if self.time_limit is not None and not (
+            self.time_limit > 0 and math.isfinite(self.time_limit)
+        ):
+            raise ValueError(f"--time-limit {self.time_limit}: must be > 0 seconds")
         if self.sampler not in SAMPLERS:
             raise ValueError(
                 f"unknown sampler {self.sampler!r}; choose one of {', '.join(SAMPLERS)}"
@@ -277,6 +283,18 @@ def _most_accurate(trials: list[FrozenTrial], k: int, budget_ms: float) -> set[i
     return {t.number for t in sorted(fits, key=lambda t: -t.user_attrs["top1"])[:k]}
 
 
+_clock = time.perf_counter  # the time limit's clock; tests replace it
+
+# the final phase's fixed part: best.onnx (exported and verified), the report and its plots
+OUTPUT_SECONDS = 20.0
+PREPARE_SECONDS = 2.0  # one model's export for a measurement, before a trial has timed one
+
+
+def interleave_seconds(models: int) -> float:
+    """The time cap of one interleaved run of ``models`` models (the final re-measurement)."""
+    return max(30.0, 4.0 * models)
+
+
 def _blocks(config: ModelConfig) -> int:
     """Attention heads over all blocks: each runs its own small ops, whatever its MACs."""
     return sum(s.depth * s.num_heads for s in config.stages)
@@ -287,6 +305,7 @@ class SearchRun:
 
     def __init__(self, opts: SearchOptions) -> None:
         opts.check()
+        self.started = _clock()  # --time-limit counts from here
         self.opts = opts
         self.objective = get_objective(opts.objective)
         self.budget = opts.train
@@ -365,6 +384,8 @@ class SearchRun:
                 confirm_seconds=0.0,
             )
         self.timings: list[dict[str, float]] = []
+        self.train_durations: list[float] = []  # this run's full trainings, in seconds
+        self.trial_walls: dict[str, list[float]] = {"measured": [], "trained": []}
         self.current_trial: int | None = None
         self.interleaved: InterleavedResult | None = None  # the final re-measurement
 
@@ -496,6 +517,7 @@ class SearchRun:
     def evaluate(self, trial: optuna.Trial) -> tuple[float, float]:
         """One trial; a failure is recorded on the trial with its reason, and logged."""
         self.current_trial = trial.number
+        began, counts = _clock(), (self.stats["measured"], self.stats.get("trained", 0))
         try:
             return self._evaluate(trial)
         except optuna.TrialPruned:
@@ -505,6 +527,12 @@ class SearchRun:
             trial.set_user_attr("fail_reason", reason)
             log.warning("trial %d failed: %s", trial.number, reason)
             raise
+        finally:  # how long a trial that measured (and trained) took, for --time-limit
+            trained = (
+                self.stats.get("trained", 0) > counts[1] or "early_stopped" in trial.user_attrs
+            )
+            if trained or self.stats["measured"] > counts[0]:
+                self.trial_walls["trained" if trained else "measured"].append(_clock() - began)
 
     def _evaluate(self, trial: optuna.Trial) -> tuple[float, float]:
         trial.set_user_attr("worker", worker_id())
@@ -671,6 +699,7 @@ class SearchRun:
         (folder / "last.pth").unlink(missing_ok=True)  # best.pth and metrics.jsonl stay
         self.stats["trained"] += 1
         self.stats["train_seconds"] += outcome.seconds
+        self.train_durations.append(outcome.seconds)
         for key, value in {
             "top1": outcome.top1,
             "train_seconds": outcome.seconds,
@@ -734,6 +763,7 @@ class SearchRun:
                 finally:
                     shutil.rmtree(folder, ignore_errors=True)
                 top1 = outcome.top1
+                self.train_durations.append(outcome.seconds)
                 confirmed.append(arch, seed, top1, outcome.seconds)
                 self.stats["confirmed"] += 1
                 self.stats["confirm_seconds"] += outcome.seconds
@@ -790,7 +820,15 @@ class SearchRun:
                 self.keep_pareto_checkpoints(study)
 
         callbacks.append(on_error)
+
+        def in_time(study: optuna.Study, trial: FrozenTrial) -> None:
+            if not self.time_for_another_trial(study):
+                study.stop()
+
+        callbacks.append(in_time)
         if trials is not None and counted_trials(study) >= trials:
+            return
+        if not self.time_for_another_trial(study):
             return
         try:
             study.optimize(
@@ -804,6 +842,85 @@ class SearchRun:
         except KeyboardInterrupt:
             self.requeue_interrupted(study)
             raise
+
+    # the time limit ----------------------------------------------------------------------
+    def time_left(self) -> float | None:
+        """Seconds left of ``--time-limit`` (None without one)."""
+        if self.opts.time_limit is None:
+            return None
+        return self.opts.time_limit - (_clock() - self.started)
+
+    def trial_seconds(self) -> float:
+        """What the next trial may take: this run's mean trial that trained, else that
+        measured (nothing known before the first)."""
+        walls = self.trial_walls["trained"] or self.trial_walls["measured"]
+        return float(np.mean(walls)) if walls else 0.0
+
+    def after_remeasure_seconds(self) -> float:
+        """The final phase after the re-measurement: ``--confirm``'s trainings (the contenders,
+        M0 and its rival, at this run's mean training time), the fp32 comparison of a
+        non-fp32 search, and the outputs."""
+        seconds = OUTPUT_SECONDS
+        if self.budget is not None and self.budget.confirm and self.train_durations:
+            # the contenders are the larger models: the upper quartile of training times
+            per = float(np.percentile(self.train_durations, 75))
+            seconds += (self.budget.confirm + 2) * per
+        if self.target.precision not in (None, "fp32"):  # the pick and M0-M5, twice each
+            models = 2 * (len(reference_configs()) + 1)
+            seconds += interleave_seconds(models) + models * self.prepare_seconds()
+        return seconds
+
+    def prepare_seconds(self) -> float:
+        keys = ("build_s", "export_s", "quantize_s", "engine_s")
+        per = [sum(t.get(k, 0.0) for k in keys) for t in self.timings]
+        return float(np.mean(per)) if per else PREPARE_SECONDS
+
+    def final_seconds(self, models: int) -> float:
+        """The final phase's expected length when ``models`` models are re-measured."""
+        remeasure = interleave_seconds(models) + models * self.prepare_seconds()
+        return remeasure + self.after_remeasure_seconds()
+
+    def remeasure_count(self, study: optuna.Study) -> int:
+        """How many models the final re-measurement would take if the trials stopped now."""
+        cands = self.candidates(study)
+        refs = [c for c in cands if c.reference]
+        trained = [r.latency.median_ms for r in refs if r.trained]
+        family = [r.latency.median_ms for r in refs] if self.opts.family else trained
+        contenders = self.budget.confirm if self.budget is not None else 0
+        chosen = choose_remeasure(
+            cands, self.opts.budget_ms, self.opts.remeasure, family or None, contenders
+        )
+        return len(reference_configs()) + len(chosen)
+
+    def time_for_another_trial(self, study: optuna.Study) -> bool:
+        """Whether the time left covers one more trial and then the final phase."""
+        left = self.time_left()
+        if left is None:
+            return True
+        # at most this many models are re-measured: every reference, each with 3 candidates
+        # under its latency, and the candidates the budget and --confirm add (choose_remeasure)
+        refs = len(reference_configs())
+        upper = refs * 4 + 2 * self.opts.remeasure + (self.budget.confirm if self.budget else 0)
+        trial = self.trial_seconds()
+        if left >= trial + self.final_seconds(upper):
+            return True
+        reserve = self.final_seconds(self.remeasure_count(study))  # exact count, when close
+        if left >= trial + reserve:
+            return True
+        self.stats["time_limit"] = {
+            "limit_s": self.opts.time_limit,
+            "trials_stopped_at_s": round(self.opts.time_limit - left, 1),
+            "final_estimate_s": round(reserve, 1),
+            "next_trial_estimate_s": round(trial, 1),
+        }
+        log.warning(
+            "--time-limit %.0f s: stopping the trials with %.0f s left for the final phase "
+            "(expected %.0f s)",
+            self.opts.time_limit,
+            left,
+            reserve,
+        )
+        return False
 
     def requeue_interrupted(self, study: optuna.Study) -> None:
         """The trial cut by Ctrl-C is failed by Optuna; queue its parameters again."""
@@ -889,7 +1006,7 @@ class SearchRun:
             labels=[c.config.name for c in cands],
             min_rounds=10,
             max_rounds=40,
-            max_seconds=max(30.0, 4.0 * len(cands)),
+            max_seconds=interleave_seconds(len(cands)),
             block_seconds=self.opts.remeasure_block_seconds,
         )
 
@@ -908,7 +1025,7 @@ class SearchRun:
                 labels=labels,
                 min_rounds=10,
                 max_rounds=40,
-                max_seconds=max(30.0, 4.0 * len(factories)),
+                max_seconds=interleave_seconds(len(factories)),
                 block_seconds=self.opts.remeasure_block_seconds,
             )
         return [
@@ -971,8 +1088,20 @@ def remeasure_steady(
     everyone = references + cands
     kept: tuple[float, list[tuple[Any, Any, Any]], Any] | None = None
     drifts: list[float] = []
+    took = 0.0
     for attempt in range(run.opts.drift_retries + 1):
         if attempt:
+            left = run.time_left()
+            need = run.opts.drift_wait_seconds + took + run.after_remeasure_seconds()
+            if left is not None and left < need:
+                log.warning(
+                    "final re-measurement: the machine ran %.2fx the trials' latency; no time "
+                    "for another within --time-limit (%.0f s left, %.0f s needed)",
+                    drifts[-1],
+                    left,
+                    need,
+                )
+                break
             log.warning(
                 "final re-measurement %d: the machine ran %.2fx the trials' latency; "
                 "measuring again in %.0f s",
@@ -981,7 +1110,9 @@ def remeasure_steady(
                 run.opts.drift_wait_seconds,
             )
             _sleep(run.opts.drift_wait_seconds)
+        began = _clock()
         run.remeasure(everyone)
+        took = _clock() - began
         found = reference_drift(references)
         drift = found[0] if found else 1.0
         drifts.append(drift)
@@ -1090,6 +1221,8 @@ def run_search(opts: SearchOptions, progress_factory: Any | None = None) -> Sear
         run.stats,
         search_seconds=search_seconds,
         final_seconds=time.perf_counter() - final_start,
+        run_seconds=_clock() - run.started,
+        time_limit_s=opts.time_limit,
         final_drifts=drifts,
         trials=len(study.trials),
         timings=run.timings,

@@ -54,7 +54,10 @@ def test_the_code_passes_the_linter(tmp_path):
         cmd = [sys.executable, "-m", "ruff", "check", "--no-cache", "--config"]
         return subprocess.run(
             [*cmd, str(ROOT / "pyproject.toml"), *map(str, paths)],
-            capture_output=True, text=True, timeout=300, cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            cwd=ROOT,
         )
 
     bad = tmp_path / "bad.py"

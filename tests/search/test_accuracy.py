@@ -344,6 +344,7 @@ def test_confirmation_covers_the_contenders_m0_and_its_rival(tmp_path, monkeypat
     run.opts = SimpleNamespace(budget_ms=1.5, budget_reference=None)
     run.out = tmp_path
     run.stats = {"confirmed": 0, "confirm_seconds": 0.0}
+    run.train_durations = []
     run.target = SimpleNamespace(name="ort-cpu", device_key="cpu")
     run.interleaved = SimpleNamespace(ratio=lambda x, y: SimpleNamespace(ci_high=lat[x] / lat[y]))
     monkeypatch.setattr(run, "_train_lock", contextlib.nullcontext, raising=False)
@@ -626,3 +627,47 @@ def test_a_second_worker_adopts_the_reference_budget_of_the_study(
     assert second.opts.budget_ms == first.opts.budget_ms == pytest.approx(1.1)
     assert second.prefilter.budget_ms == first.opts.budget_ms
     assert "measured by the worker that started it" in second.budget_choice
+
+
+def test_a_time_limit_ends_the_run_confirmations_included_within_it(
+    tmp_path, tiny_space, shapes, fake_target, monkeypatch
+):
+    """A (fake) training takes 20 s of a fake clock, a measurement 1 s: under --time-limit
+    300 the trials stop when one more trial and the final phase (re-measurement, the
+    confirmations' four trainings, outputs) would not fit, and the run ends within 300 s."""
+    import dataclasses
+
+    clock = [0.0]
+    monkeypatch.setattr(study_module, "_clock", lambda: clock[0])
+
+    class Timed(FakeTraining):
+        def __call__(self, config, budget, out, on_epoch):
+            clock[0] += 20.0
+            return dataclasses.replace(
+                super().__call__(config, budget, out, on_epoch), seconds=20.0
+            )
+
+    timed = Timed()
+    monkeypatch.setattr(study_module, "train_candidate", timed)
+    measure = fake_target.measure
+
+    def one_second(self, config, timings=None):
+        clock[0] += 1.0
+        if timings is not None:
+            timings["measure_s"] = 1.0
+        return measure(self, config, timings)
+
+    monkeypatch.setattr(fake_target, "measure", one_second)
+    evaluate = study_module.SearchRun.evaluate
+
+    def a_tick(self, trial):  # a cached or rejected trial costs a little too
+        clock[0] += 0.1
+        return evaluate(self, trial)
+
+    monkeypatch.setattr(study_module.SearchRun, "evaluate", a_tick)
+    outcome = run_search(_opts(tmp_path, tiny_space, shapes, trials=500, time_limit=300.0))
+    stop = outcome.stats["time_limit"]
+    assert outcome.stats["trained"] >= 5 and outcome.stats["confirmed"] >= 2
+    assert stop["final_estimate_s"] >= 20.0 * (outcome.stats["confirmed"])
+    assert clock[0] <= 300.0  # the trainings of --confirm included
+    assert outcome.stats["run_seconds"] == clock[0]

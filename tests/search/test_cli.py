@@ -78,6 +78,7 @@ def test_end_to_end_on_onnx_runtime(tmp_path, tiny_space, capsys):
         ),
         (["--budget-ms", "2", "--init", "x.pth"], "error: --init is for --objective accuracy"),
         (["--budget-ms", "-1"], "error: --budget-ms -1.0: must be a positive number"),
+        (["--budget-ms", "2", "--time-limit", "0"], "error: --time-limit 0.0: must be > 0 seconds"),
         (["--budget-ms", "2", "--space", "missing.yaml"], "error: cannot read search space"),
         (["--budget-ms", "2", "--target", "trt"], "error: target trt unavailable"),
         (["--budget-ms", "2", "--storage", "nonsense"], "error: --storage 'nonsense'"),

@@ -449,3 +449,57 @@ def test_a_drifted_final_remeasurement_is_repeated_and_the_closest_run_kept(
 def test_negative_drift_retries_are_refused(tmp_path, tiny_space):
     with pytest.raises(ValueError, match="--drift-retries -1: must be >= 0"):
         _opts(tmp_path, tiny_space, drift_retries=-1).check()
+
+
+def test_a_time_limit_skips_drift_remeasurements_that_do_not_fit(
+    tmp_path, tiny_space, fake_target, monkeypatch, caplog
+):
+    """Each trial takes 10 s of a fake clock; the final re-measurement reads the machine 1.6x
+    slow. With --time-limit 200 the trials stop leaving the final phase its expected time, and
+    the minute-long wait for a second re-measurement, which would overrun, is skipped (said
+    so); without the limit the same search waits and measures again."""
+    import search.study
+    from search.study import SearchRun
+    from tests.search.conftest import ConstantRuntime
+
+    clock = [0.0]
+    monkeypatch.setattr(search.study, "_clock", lambda: clock[0])
+    evaluate = SearchRun._evaluate
+
+    def ten_seconds(self, trial):
+        clock[0] += 10.0
+        return evaluate(self, trial)
+
+    monkeypatch.setattr(SearchRun, "_evaluate", ten_seconds)
+    monkeypatch.setattr(
+        FakeTarget,
+        "prepare",
+        lambda self, config, timings=None: (
+            lambda: ConstantRuntime(1.6 * self._ms(config), config.name)
+        ),
+    )
+    waits = []
+    monkeypatch.setattr(search.study, "_sleep", waits.append)
+    opts = _opts(tmp_path, tiny_space, trials=500, time_limit=200.0, drift_wait_seconds=60.0)
+    with caplog.at_level("WARNING", logger="search.study"):
+        limited = run_search(opts)
+    stop = limited.stats["time_limit"]
+    assert stop["next_trial_estimate_s"] == pytest.approx(10.0)
+    # the trials left the final phase its expected time, and stopped only when another
+    # trial would have eaten into it
+    left = 200 - stop["trials_stopped_at_s"]
+    assert stop["final_estimate_s"] <= left < stop["final_estimate_s"] + 10
+    assert clock[0] == stop["trials_stopped_at_s"]
+    assert waits == [] and limited.stats["final_drifts"] == pytest.approx([1.6])
+    assert "no time for another within --time-limit" in caplog.text
+    assert "- Time limit: this run took" in (limited.out / "report.md").read_text()
+
+    unlimited = run_search(
+        _opts(tmp_path, tiny_space, trials=8, out=tmp_path / "b", drift_wait_seconds=60.0)
+    )
+    assert waits == [60.0, 60.0] and len(unlimited.stats["final_drifts"]) == 3
+
+
+def test_a_time_limit_must_be_positive(tmp_path, tiny_space):
+    with pytest.raises(ValueError, match="--time-limit -5: must be > 0 seconds"):
+        _opts(tmp_path, tiny_space, time_limit=-5).check()
