@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -128,3 +130,25 @@ def test_no_import_cycles_between_modules():
         and b.count(".")
     )
     assert not cycles, cycles
+
+
+def test_every_search_command_in_the_readme_parses():
+    """Each ``python -m search ...`` line of the README is accepted by the CLI's own parser
+    (a renamed or removed flag fails here, not in a user's shell); a misspelt flag does not."""
+    import shlex
+
+    from search.cli import build_parser
+
+    starts = ("python -m search", ".venv/bin/python -m search", "python3 -m venv")
+    lines = [
+        line.split("#")[0].strip()
+        for line in (ROOT / "README.md").read_text().splitlines()
+        if "-m search --" in line and line.strip().startswith(starts)  # code, not prose
+    ]
+    commands = [shlex.split(line.split("-m search", 1)[1]) for line in lines]
+    assert len(commands) >= 8 and any("--time-limit" in c for c in commands)
+    parser = build_parser()
+    for argv in commands:
+        parser.parse_args(argv)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--budget-ms", "2", "--time-limt", "840"])
