@@ -858,8 +858,8 @@ class SearchRun:
 
     def after_remeasure_seconds(self) -> float:
         """The final phase after the re-measurement: ``--confirm``'s trainings (the contenders,
-        M0 and its rival, at this run's mean training time), the fp32 comparison of a
-        non-fp32 search, and the outputs."""
+        M0 and its rival, at the upper quartile of this run's training times), the fp32
+        comparison of a non-fp32 search, and the outputs."""
         seconds = OUTPUT_SECONDS
         if self.budget is not None and self.budget.confirm and self.train_durations:
             # the contenders are the larger models: the upper quartile of training times
@@ -871,6 +871,8 @@ class SearchRun:
         return seconds
 
     def prepare_seconds(self) -> float:
+        """One model's export (and quantization or engine build) before a measurement: this
+        run's mean, or :data:`PREPARE_SECONDS` before the first."""
         keys = ("build_s", "export_s", "quantize_s", "engine_s")
         per = [sum(t.get(k, 0.0) for k in keys) for t in self.timings]
         return float(np.mean(per)) if per else PREPARE_SECONDS
