@@ -151,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--timeout",
         type=float,
         help=f"stop the trial loop after this many seconds (default "
-        f"{DEFAULT_TIMEOUT_S:g} when --trials is not given); the final "
+        f"{DEFAULT_TIMEOUT_S:g} when neither --trials nor --time-limit is given); the final "
         "re-measurement and outputs follow",
     )
     p.add_argument(

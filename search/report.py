@@ -360,12 +360,14 @@ def _plots(outcome: Any, study: optuna.Study, run: Any, out: Path) -> list[str]:
     return written
 
 
-def _time_limit_line(stats: dict[str, Any]) -> str:
+def _time_limit_line(stats: dict[str, Any], interrupted: bool) -> str:
     """``--time-limit``: when the trials stopped, what the final phase was expected to take
     and what the run took (up to its outputs)."""
     limit = stats["time_limit_s"]
     took = f"this run took {stats.get('run_seconds', 0):.0f} s of {limit:.0f} s before its outputs"
     stop = stats.get("time_limit")
+    if interrupted:
+        return f"{took}; it was interrupted."
     if not stop:
         return f"{took}; the trials ended before the limit needed them to."
     return (
@@ -662,7 +664,11 @@ def report_markdown(outcome: Any, files: list[str], onnx_note: str, family_md: s
         + "; "
         f"search {stats.get('search_seconds', 0):.0f} s, final re-measurement "
         f"{stats.get('final_seconds', 0):.0f} s.",
-        *([f"- Time limit: {_time_limit_line(stats)}"] if stats.get("time_limit_s") else []),
+        *(
+            [f"- Time limit: {_time_limit_line(stats, outcome.interrupted)}"]
+            if stats.get("time_limit_s")
+            else []
+        ),
         f"- Time per measured trial: {_timing_summary(stats)}.",
         "- Latencies: median [95% CI] ms. 'first' is the trial's own measurement; "
         "'re-measured' comes from one interleaved run of all candidates and M0-M5, the "

@@ -385,6 +385,8 @@ class SearchRun:
             )
         self.timings: list[dict[str, float]] = []
         self.train_durations: list[float] = []  # this run's full trainings, in seconds
+        # full trainings of the study's earlier runs: estimates for a resumed run's first trials
+        self.earlier_trainings: list[float] = []
         self.trial_walls: dict[str, list[float]] = {"measured": [], "trained": []}
         self.current_trial: int | None = None
         self.interleaved: InterleavedResult | None = None  # the final re-measurement
@@ -446,6 +448,8 @@ class SearchRun:
                 study.enqueue_trial(params, user_attrs={"reference": name}, skip_if_exists=True)
         for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
             self._record_for_prefilter(trial)
+            if "top1" in trial.user_attrs and "train_seconds" in trial.user_attrs:
+                self.earlier_trainings.append(trial.user_attrs["train_seconds"])
         return study
 
     def _record_for_prefilter(self, trial: FrozenTrial) -> None:
@@ -851,19 +855,28 @@ class SearchRun:
         return self.opts.time_limit - (_clock() - self.started)
 
     def trial_seconds(self) -> float:
-        """What the next trial may take: this run's mean trial that trained, else that
-        measured (nothing known before the first)."""
-        walls = self.trial_walls["trained"] or self.trial_walls["measured"]
-        return float(np.mean(walls)) if walls else 0.0
+        """What the next trial may take: this run's mean trial that trained; before one has,
+        its mean measured trial plus the study's earlier mean training (0 when unknown)."""
+        if self.trial_walls["trained"]:
+            return float(np.mean(self.trial_walls["trained"]))
+        walls = self.trial_walls["measured"]
+        seconds = float(np.mean(walls)) if walls else 0.0
+        if self.budget is not None and self.earlier_trainings:
+            seconds += float(np.mean(self.earlier_trainings))
+        return seconds
+
+    def _training_times(self) -> list[float]:
+        return self.train_durations or self.earlier_trainings
 
     def after_remeasure_seconds(self) -> float:
         """The final phase after the re-measurement: ``--confirm``'s trainings (the contenders,
         M0 and its rival, at the upper quartile of this run's training times), the fp32
         comparison of a non-fp32 search, and the outputs."""
         seconds = OUTPUT_SECONDS
-        if self.budget is not None and self.budget.confirm and self.train_durations:
+        times = self._training_times()
+        if self.budget is not None and self.budget.confirm and times:
             # the contenders are the larger models: the upper quartile of training times
-            per = float(np.percentile(self.train_durations, 75))
+            per = float(np.percentile(times, 75))
             seconds += (self.budget.confirm + 2) * per
         if self.target.precision not in (None, "fp32"):  # the pick and M0-M5, twice each
             models = 2 * (len(reference_configs()) + 1)

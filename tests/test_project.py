@@ -22,8 +22,16 @@ def test_ci_runs_the_readme_test_command():
     assert len(tests) == 1 and ci == tests
 
 
-def test_ci_stops_with_one_line_when_the_disk_is_too_full(tmp_path):
-    """.ci/run refuses up front, before apt or pip, when the venv cannot fit."""
+@pytest.mark.parametrize(
+    ("available", "message"),
+    [
+        ("300000", ".ci/run: 292 MiB free in {dir}; the environment needs 7 GiB"),
+        ("-", ".ci/run: cannot read the free space here from df (got '-')"),
+    ],
+)
+def test_ci_stops_with_one_line_when_the_disk_is_too_full(tmp_path, available, message):
+    """.ci/run refuses up front, before apt or pip, when the venv cannot fit or df's answer
+    cannot be read."""
     import subprocess
 
     (tmp_path / ".ci").mkdir()
@@ -33,7 +41,7 @@ def test_ci_stops_with_one_line_when_the_disk_is_too_full(tmp_path):
     for tool, body in {
         # df -P layout: a header, then filesystem, size, used, available, capacity, mount point
         "df": 'echo "Filesystem 1024-blocks Used Available Capacity Mounted on"\n'
-        'echo "/dev/vda 264241152 263241152 300000 99% /"',
+        f'echo "/dev/vda 264241152 263241152 {available} 99% /"',
         "python3": 'echo "python3 ran" >&2; exit 3',
         "apt-get": 'echo "apt-get ran" >&2; exit 3',
     }.items():
@@ -44,7 +52,7 @@ def test_ci_stops_with_one_line_when_the_disk_is_too_full(tmp_path):
         ["bash", str(tmp_path / ".ci/run")], env=env, capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 1
-    assert done.stderr.strip() == ".ci/run: 292 MiB free on /; the environment needs 7 GiB"
+    assert done.stderr.strip() == message.format(dir=tmp_path)
 
 
 def test_the_code_passes_the_linter(tmp_path):

@@ -232,12 +232,16 @@ def load_rgb(path: str | os.PathLike) -> Image.Image:
         return ImageOps.exif_transpose(image).convert("RGB")
 
 
+PIXEL_BYTES = 4  # Pillow holds an RGB pixel in 4 bytes
+
+
 class DecodedImages:
     """Decoded images kept in memory for runs that read the same files many times in one
     process (a search trains every candidate on one dataset): the same pixels, decoded once.
 
-    Bounded by ``max_bytes`` of pixels: beyond it, further images are decoded on every read.
-    A file changed on disk (size or modification time) is decoded again.
+    Bounded by ``max_bytes`` of pixel memory: beyond it, further images are decoded on every
+    read. A file changed on disk (size or modification time) is decoded again. For the
+    training process only: DataLoader workers would each fill a copy of their own.
     """
 
     def __init__(self, max_bytes: int) -> None:
@@ -256,10 +260,10 @@ class DecodedImages:
         if held is not None and held[0] == key:
             return held[1]
         image = load_rgb(path)
-        size = image.width * image.height * 3
+        size = image.width * image.height * PIXEL_BYTES
         if held is not None:  # changed on disk: the new pixels replace the old
             old = held[1]
-            self.nbytes -= old.width * old.height * 3
+            self.nbytes -= old.width * old.height * PIXEL_BYTES
             del self._images[path]
         if self.nbytes + size <= self.max_bytes:
             self._images[path] = (key, image)

@@ -89,7 +89,7 @@ class TrainOptions:
         curves: redraw ``curves.png`` after every epoch (off for many short runs).
         keep_decoded: keep decoded images in memory for the next run in this process
             (``evit.train.data.DECODED``, up to 2 GiB; for many short runs on one small
-            dataset, as a search's trials are).
+            dataset, as a search's trials are; only with ``workers=0``).
     """
 
     model: str | os.PathLike | ModelConfig
@@ -174,7 +174,8 @@ class _Run:
         seed_everything(recipe.seed)
         self.model = EfficientViT(self.config, drop_path_rate=recipe.drop_path)
         self.model.to(info.device)
-        self.images = DECODED if options.keep_decoded else None
+        # kept in this process only: DataLoader workers would each decode into a copy
+        self.images = DECODED if options.keep_decoded and options.workers == 0 else None
         self.train_loader = self._train_loader()
         if options.init and not resumed:
             self._inherit(options.init)

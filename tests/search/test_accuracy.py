@@ -671,3 +671,20 @@ def test_a_time_limit_ends_the_run_confirmations_included_within_it(
     assert stop["final_estimate_s"] >= 20.0 * (outcome.stats["confirmed"])
     assert clock[0] <= 300.0  # the trainings of --confirm included
     assert outcome.stats["run_seconds"] == clock[0]
+
+
+def test_a_resumed_run_estimates_its_time_from_the_study_s_earlier_trainings(
+    tmp_path, tiny_space, shapes, fake_target, fake_training
+):
+    """Before a resumed run has trained anything, --time-limit's estimates (the next trial,
+    the confirmations) come from the trainings the study already holds, not from zero."""
+    first = run_search(_opts(tmp_path, tiny_space, shapes, trials=8))
+    assert first.stats["trained"] >= 2
+    resumed = study_module.SearchRun(_opts(tmp_path, tiny_space, shapes, time_limit=600.0))
+    resumed.open_study()
+    trained = [t.user_attrs for t in _study(first).trials if "top1" in t.user_attrs]
+    earlier = [a["train_seconds"] for a in trained if "train_seconds" in a]
+    assert resumed.earlier_trainings == earlier
+    assert resumed.trial_seconds() == pytest.approx(sum(earlier) / len(earlier))
+    confirm = resumed.after_remeasure_seconds() - study_module.OUTPUT_SECONDS
+    assert confirm == pytest.approx((resumed.budget.confirm + 2) * max(earlier))

@@ -169,3 +169,28 @@ def test_killed_worker_loses_no_finished_trial(kind, tmp_path, tiny_space, reque
     complete = after.get_trials(states=(TrialState.COMPLETE,))
     assert finished <= {t.number for t in complete} and len(complete) >= 12
     assert not after.get_trials(states=(TrialState.RUNNING,))
+
+
+@pytest.mark.parametrize(
+    ("argv", "timeout", "time_limit"),
+    [
+        ([], 330.0, None),
+        (["--time-limit", "840"], None, 840.0),
+        (["--time-limit", "840", "--timeout", "600"], 600.0, 840.0),
+        (["--trials", "20"], None, None),
+    ],
+)
+def test_the_default_timeout_gives_way_to_a_time_limit(argv, timeout, time_limit, monkeypatch):
+    """Without --trials, --timeout or --time-limit the trials stop after 330 s; a time limit
+    alone bounds the run by itself (no 330 s loop inside it); both given, both apply."""
+    import search.cli
+
+    seen = []
+
+    def capture(opts, factory):
+        seen.append(opts)
+        raise ValueError("captured")
+
+    monkeypatch.setattr(search.cli, "run_search", capture)
+    assert main(["--budget-ms", "2", "--no-progress", *argv]) == 2
+    assert (seen[0].timeout, seen[0].time_limit) == (timeout, time_limit)

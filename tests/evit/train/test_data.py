@@ -158,7 +158,7 @@ def test_kept_decoded_images_give_the_same_pixels_and_stay_bounded(shapes, tmp_p
             cached.set_epoch(epoch)
             for i in range(len(samples)):
                 assert torch.equal(plain[i][0], cached[i][0])
-    assert len(kept) == 6 and kept.nbytes == 6 * 64 * 64 * 3
+    assert len(kept) == 6 and kept.nbytes == 6 * 64 * 64 * 4  # Pillow: 4 bytes a pixel
 
     path = tmp_path / "changing.png"
     Image.new("RGB", (8, 8), (255, 0, 0)).save(path)
@@ -166,9 +166,9 @@ def test_kept_decoded_images_give_the_same_pixels_and_stay_bounded(shapes, tmp_p
     Image.new("RGB", (16, 16), (0, 0, 255)).save(path)
     os.utime(path, ns=(1, 1))  # another modification time, whatever the clock's resolution
     assert kept.load(path).getpixel((0, 0)) == (0, 0, 255)
-    assert kept.nbytes == 6 * 64 * 64 * 3 + 16 * 16 * 3
+    assert kept.nbytes == 6 * 64 * 64 * 4 + 16 * 16 * 4
 
-    small = DecodedImages(max_bytes=64 * 64 * 3 * 2)
+    small = DecodedImages(max_bytes=64 * 64 * 4 * 2)
     for path, _ in samples:
         small.load(path)
     assert len(small) == 2 and small.nbytes <= small.max_bytes

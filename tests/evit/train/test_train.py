@@ -225,3 +225,41 @@ def test_a_named_variant_with_trained_weights_builds_the_trained_shape(shapes, t
     assert (model.config.img_size, model.config.num_classes) == (32, 4)
     with pytest.raises(ValueError, match="whose architecture differs from 'efficientvit_m1'"):
         evit.create_model("m1", weights=result.checkpoint)
+
+
+def test_kept_decoded_images_serve_the_next_run_with_the_same_result(
+    shapes, tiny_yaml, tmp_path, monkeypatch
+):
+    """keep_decoded hands the process-wide cache to the training and validation sets (so a
+    second run decodes nothing), and the run trains exactly as without it; with DataLoader
+    workers the cache stays out (each worker would fill a copy)."""
+    import evit.train.data as data_module
+    import evit.train.loop as loop_module
+
+    cache = data_module.DecodedImages(max_bytes=1 << 30)
+    monkeypatch.setattr(loop_module, "DECODED", cache)
+    recipe = Recipe(epochs=1, batch_size=16, lr=2e-3, aug="mild", seed=2)
+
+    def run(name, **kw):
+        return train(TrainOptions(tiny_yaml, shapes, tmp_path / name, recipe, progress=False, **kw))
+
+    plain = run("plain")
+    assert len(cache) == 0
+    kept = run("kept", keep_decoded=True)
+    images = len(list(shapes.glob("*/*/*.png")))
+    assert len(cache) == images  # every training and validation image, decoded once
+    decoded = []
+    load_rgb = data_module.load_rgb
+    monkeypatch.setattr(data_module, "load_rgb", lambda path: decoded.append(path))
+    again = run("again", keep_decoded=True)
+    assert decoded == []  # the second run read every image from the cache
+    monkeypatch.setattr(data_module, "load_rgb", load_rgb)
+    keys = ("train_loss", "val_loss", "val_top1", "ema_top1")
+    for other in (kept, again):
+        assert [[h[k] for k in keys] for h in other.history] == [
+            [h[k] for k in keys] for h in plain.history
+        ]
+    fresh = data_module.DecodedImages(max_bytes=1 << 30)
+    monkeypatch.setattr(loop_module, "DECODED", fresh)
+    run("workers", keep_decoded=True, workers=1)
+    assert len(fresh) == 0
