@@ -521,7 +521,7 @@ class SearchRun:
     def evaluate(self, trial: optuna.Trial) -> tuple[float, float]:
         """One trial; a failure is recorded on the trial with its reason, and logged."""
         self.current_trial = trial.number
-        began, counts = _clock(), (self.stats["measured"], self.stats.get("trained", 0))
+        began, counts = _clock(), (self.stats["measured"], self._trainings())
         try:
             return self._evaluate(trial)
         except optuna.TrialPruned:
@@ -532,11 +532,13 @@ class SearchRun:
             log.warning("trial %d failed: %s", trial.number, reason)
             raise
         finally:  # how long a trial that measured (and trained) took, for --time-limit
-            trained = (
-                self.stats.get("trained", 0) > counts[1] or "early_stopped" in trial.user_attrs
-            )
+            trained = self._trainings() > counts[1]
             if trained or self.stats["measured"] > counts[0]:
                 self.trial_walls["trained" if trained else "measured"].append(_clock() - began)
+
+    def _trainings(self) -> int:
+        """Trainings this run started in its trials (finished or stopped early)."""
+        return self.stats.get("trained", 0) + self.stats.get("early_stopped", 0)
 
     def _evaluate(self, trial: optuna.Trial) -> tuple[float, float]:
         trial.set_user_attr("worker", worker_id())
@@ -895,16 +897,23 @@ class SearchRun:
         remeasure = interleave_seconds(models) + models * self.prepare_seconds()
         return remeasure + self.after_remeasure_seconds()
 
+    def to_remeasure(self, cands: list[Candidate], references: list[Candidate]) -> list[Candidate]:
+        """The candidates the final re-measurement takes besides the references: the best
+        within the budget, ``--confirm``'s contenders, and the best under each reference's
+        latency (every reference with ``--family``, the trained ones with accuracy)."""
+        compared = references if self.opts.family else [r for r in references if r.trained]
+        return choose_remeasure(
+            cands,
+            self.opts.budget_ms,
+            self.opts.remeasure,
+            [r.latency.median_ms for r in compared] or None,
+            self.budget.confirm if self.budget is not None else 0,
+        )
+
     def remeasure_count(self, study: optuna.Study) -> int:
         """How many models the final re-measurement would take if the trials stopped now."""
         cands = self.candidates(study)
-        refs = [c for c in cands if c.reference]
-        trained = [r.latency.median_ms for r in refs if r.trained]
-        family = [r.latency.median_ms for r in refs] if self.opts.family else trained
-        contenders = self.budget.confirm if self.budget is not None else 0
-        chosen = choose_remeasure(
-            cands, self.opts.budget_ms, self.opts.remeasure, family or None, contenders
-        )
+        chosen = self.to_remeasure(cands, [c for c in cands if c.reference])
         return len(reference_configs()) + len(chosen)
 
     def time_for_another_trial(self, study: optuna.Study) -> bool:
@@ -1182,10 +1191,7 @@ def run_search(opts: SearchOptions, progress_factory: Any | None = None) -> Sear
     references = [refs[name] for name in reference_configs() if name in refs]
     # the accuracy objective also compares at each trained reference's own latency
     trained_refs = [r for r in references if r.trained]
-    compared = references if opts.family else trained_refs
-    family_lat = [r.latency.median_ms for r in compared] or None
-    contenders = opts.train.confirm if opts.train is not None else 0
-    chosen = choose_remeasure(cands, opts.budget_ms, opts.remeasure, family_lat, contenders)
+    chosen = run.to_remeasure(cands, references)
     final_start = time.perf_counter()
     run.target.build_level = None  # final engines at TensorRT's default optimization level
     drifts: list[float] = []
