@@ -81,6 +81,7 @@ class DemoState:
                 "⚠️ **Random weights: the predictions are meaningless.** Load trained weights, "
                 f"e.g. the official ones: `{OFFICIAL_HINT}`"
             )
+        lines += [f"⚠️ {warning}" for warning in info.warnings]
         lines += [f"ℹ️ {note}" for note in info.notes]
         return "\n\n".join(lines)
 

@@ -61,6 +61,7 @@ class ModelInfo:
     params: int | None = None
     macs: int | None = None
     notes: list[str] = field(default_factory=list)  # e.g. defaults assumed for a foreign file
+    warnings: list[str] = field(default_factory=list)  # e.g. an int8 file this CPU gets wrong
 
 
 def choices_for(spec: str | None, weights: str | None = None) -> list[ModelChoice]:
@@ -183,7 +184,16 @@ def model_info(path: Path) -> ModelInfo:
         params=int(meta["params"]) if "params" in meta else None,
         macs=int(meta["macs"]) if "macs" in meta else None,
         notes=notes,
+        warnings=_cpu_warnings(path),
     )
+
+
+def _cpu_warnings(path: Path) -> list[str]:
+    """An int8 file whose weights saturate ONNX Runtime's kernels on this CPU (``edge.cpu``)."""
+    from edge.quantize import cpu_warning
+
+    warning = cpu_warning(load_onnx(path, load_weights=False))
+    return [warning] if warning else []
 
 
 def _graph_input_and_classes(path: Path) -> tuple[int, int]:

@@ -16,6 +16,7 @@ import argparse
 import json
 import logging
 import sys
+from pathlib import Path
 from typing import Any
 
 from edge.devicelock import device_key, device_lock
@@ -68,7 +69,9 @@ def _export(args: argparse.Namespace) -> int:
                 args.calib_images,
                 min_top1=args.min_top1,
                 min_cosine=args.min_cosine,
+                max_rel_error=args.max_rel_error,
                 activations=args.int8_activations,
+                weight_bits=args.int8_weight_bits,
             )
             if args.int8
             else None,
@@ -82,6 +85,13 @@ def _export(args: argparse.Namespace) -> int:
         f"{'dynamic' if result.batch is None else result.batch}, opset {result.opset}, "
         f"{result.nodes} nodes)"
     )
+    check = result.int8_check
+    if check is not None:  # the int8 file's own check, not the fp32 graph's
+        verdict = "verified" if check.passed else "checked (random weights: not enforced)"
+        print(f"{verdict} {check.summary()}; weights exercised: {v.exercised}")
+        if check.deployed is not None and not check.deployed.passed:
+            print(f"warning: {check.deployed.summary()}", file=sys.stderr)
+        return 0
     print(
         f"verified against {v.reference} on {v.samples} random input(s): max abs error "
         f"{v.max_abs_error:.3e}, max rel error {v.max_rel_error:.3e} (tolerance "
@@ -174,7 +184,20 @@ def _bench(args: argparse.Namespace) -> int:
         return _bench_locked(args, common)
 
 
+def _int8_cpu_warnings(models: list[str]) -> None:
+    """One line per int8 file that would saturate on this CPU (``edge.cpu``)."""
+    from edge.onnxfile import load_onnx
+    from edge.quantize import cpu_warning
+
+    for model in models:
+        if str(model).endswith(".onnx") and Path(model).is_file():
+            warning = cpu_warning(load_onnx(model, load_weights=False))
+            if warning:
+                print(f"warning: {model}: {warning}", file=sys.stderr)
+
+
 def _bench_locked(args: argparse.Namespace, common: dict[str, Any]) -> int:
+    _int8_cpu_warnings([args.model] + ([args.compare] if args.compare else []))
     if args.runtime == "openvino":
         checked = _check_openvino(args, common)
         if checked:
@@ -272,8 +295,8 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument(
         "--int8",
         action="store_true",
-        help="QDQ int8 (per-channel weights, symmetric activations; softmax and elementwise ops "
-        "in float), verified against fp32 on held-out images",
+        help="QDQ int8 (per-channel symmetric weights, uint8 activations by default; softmax "
+        "and elementwise ops in float), its Q/DQ graph verified against fp32 on held-out images",
     )
     ex.add_argument("--calib", help="image folder for int8 calibration (default: generated frames)")
     ex.add_argument("--calib-images", type=int, default=32, help="calibration images (default 32)")
@@ -282,6 +305,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ex.add_argument(
         "--min-cosine", type=float, default=0.99, help="int8 vs fp32 logit cosine (0.99)"
+    )
+    ex.add_argument(
+        "--max-rel-error",
+        type=float,
+        default=0.25,
+        help="int8 vs fp32 relative error of the logits: a wrong scale or offset (0.25)",
+    )
+    ex.add_argument(
+        "--int8-weight-bits",
+        type=int,
+        choices=(7, 8),
+        default=None,
+        help="7: exact on every CPU (default for uint8 activations); 8: exact only on x86 CPUs "
+        "with VNNI/AMX, non-x86 CPUs and TensorRT (default for --int8-activations int8)",
     )
     ex.add_argument(
         "--int8-activations",

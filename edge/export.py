@@ -73,6 +73,7 @@ class ExportResult:
     precision: str
     verification: Verification | None  # None when verification was skipped
     nodes: int
+    int8_check: Any = None  # edge.quantize.Int8Check of an int8 export
 
 
 class VerificationError(RuntimeError):
@@ -233,14 +234,19 @@ def _verification_probe(
 
 @dataclass(frozen=True)
 class Int8Options:
-    """How to calibrate and verify an int8 export (see ``edge.quantize``)."""
+    """How to calibrate and verify an int8 export (see ``edge.quantize``).
+
+    Counts are rounded up to whole batches of the export's batch. With ``calib``, the held-out
+    verification images are other images of that folder."""
 
     calib: str | os.PathLike | None = None  # image folder; None: generated frames
     calib_images: int = 32
-    verify_images: int = 16  # generated with another seed: never used for calibration
+    verify_images: int = 16  # never used for calibration
     min_top1: float = 0.9
     min_cosine: float = 0.99
+    max_rel_error: float = 0.25  # of the logits: a scale or offset the cosine cannot see
     activations: str = "uint8"  # "int8" (symmetric) for TensorRT
+    weight_bits: int | None = None  # None: 7 for uint8 (exact on every CPU), 8 for int8
 
 
 def _quantize(
@@ -255,19 +261,30 @@ def _quantize(
     import edge.quantize as q
 
     b = batch or 1
-    calib, source = q.calibration_images(
-        options.calib, options.calib_images, config.img_size, seed, b
+    bits = options.weight_bits or q.default_weight_bits(options.activations)
+    sets = q.image_sets(
+        options.calib, options.calib_images, options.verify_images, config.img_size, seed, b
     )
-    held_out, _ = q.calibration_images(None, options.verify_images, config.img_size, seed + 1, b)
-    probe_int8 = q.quantize_graph(probe_proto, calib, b, options.activations)
-    check = q.compare_int8(probe_int8, probe_proto, held_out, options.min_top1, options.min_cosine)
+    probe_int8 = q.quantize_graph(probe_proto, sets.calib, b, options.activations, weight_bits=bits)
+    check = q.compare_int8(
+        probe_int8,
+        probe_proto,
+        sets.held_out,
+        options.min_top1,
+        options.min_cosine,
+        options.max_rel_error,
+        images_source=sets.held_out_source,
+    )
     file_int8 = (
         probe_int8
         if probe_proto is proto
-        else q.quantize_graph(proto, calib, b, options.activations)
+        else q.quantize_graph(proto, sets.calib, b, options.activations, weight_bits=bits)
     )
     floats = q.float_nodes(file_int8)
-    set_metadata(file_int8, q.int8_metadata(source, len(calib), floats, check, options.activations))
+    meta = q.int8_metadata(
+        sets.calib_source, len(sets.calib), floats, check, options.activations, bits
+    )
+    set_metadata(file_int8, meta)
     return file_int8, check
 
 
@@ -381,18 +398,15 @@ def export_onnx(
     if int8_check is not None and not int8_check.passed and random_weights:
         # random weights: int8 fidelity of a random network says nothing about a trained one
         log.warning(
-            "int8 check on random weights below the thresholds (cosine %.3f): recorded, not "
-            "enforced; export trained weights to verify int8 accuracy",
+            "int8 check on random weights below the thresholds (cosine %.3f, relative error "
+            "%.3f): recorded, not enforced; export trained weights to verify int8 accuracy",
             int8_check.cosine,
+            int8_check.rel_error,
         )
     elif int8_check is not None and not int8_check.passed:
         bad = out.with_suffix(".unverified.onnx")
         _atomic_save(proto, bad)
-        raise VerificationError(
-            f"{out}: int8 vs fp32 on {int8_check.samples} held-out images: top-1 agreement "
-            f"{int8_check.top1_agreement:.2f} (min {int8_check.min_top1}), logit cosine "
-            f"{int8_check.cosine:.4f} (min {int8_check.min_cosine}); kept as {bad}"
-        )
+        raise VerificationError(f"{out}: {int8_check.summary()}; kept as {bad}")
     if not verification.passed:
         bad = out.with_suffix(".unverified.onnx")
         _atomic_save(proto, bad)  # the destination, if it exists, is left as it was
@@ -417,4 +431,5 @@ def export_onnx(
         precision=precision,
         verification=verification,
         nodes=len(proto.graph.node),
+        int8_check=int8_check,
     )

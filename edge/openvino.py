@@ -39,10 +39,11 @@ INSTALL_HINT = "pip install '.[openvino]'"
 # (int8: right for trained weights; on random weights int8 drifts from fp32 in both runtimes,
 # see edge.crosscheck.check_int8_against_fp32)
 TOLERANCE = {  # random images on random (live) weights leave near-tied logits: in bf16 and
-    # int8 a few top-1 swaps among 16 images are rounding, the cosine is the real check
-    "fp32": {"min_cosine": 0.9999, "min_top1": 1.0},
-    "bf16": {"min_cosine": 0.99, "min_top1": 0.75},
-    "int8": {"min_cosine": 0.98, "min_top1": 0.75},
+    # int8 a few top-1 swaps among 16 images are rounding, the cosine is the real check; the
+    # relative error of the logits catches a wrong scale or offset, which the cosine cannot
+    "fp32": {"min_cosine": 0.9999, "min_top1": 1.0, "max_rel_error": 1e-3},
+    "bf16": {"min_cosine": 0.99, "min_top1": 0.75, "max_rel_error": 0.15},
+    "int8": {"min_cosine": 0.98, "min_top1": 0.75, "max_rel_error": 0.2},
 }
 
 

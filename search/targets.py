@@ -21,6 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 import evit
 from edge.devicelock import device_key
 from edge.export import export_onnx
@@ -195,13 +197,17 @@ class Target:
         return {"ort-cpu": "ort", "trt": "trt", "openvino-cpu": "openvino"}.get(self.name, "torch")
 
     def prepare(
-        self, config: ModelConfig, timings: dict[str, float] | None = None
+        self,
+        config: ModelConfig,
+        timings: dict[str, float] | None = None,
+        model: evit.EfficientViT | None = None,
     ) -> Callable[[], Runtime]:
-        """Build (random weights) and fuse ``config``, export or compile it once, and return a
-        factory that opens a fresh runtime on it (cheap: a session, not an export)."""
+        """Build (random weights, or ``model``'s) and fuse ``config``, export or compile it
+        once, and return a factory that opens a fresh runtime on it (cheap: a session, not an
+        export)."""
         timings = timings if timings is not None else {}
         start = time.perf_counter()
-        model = evit.create_model(config).eval()
+        model = (model if model is not None else evit.create_model(config)).eval()
         timings["build_s"] = time.perf_counter() - start
         shape = (self.batch, config.in_chans, config.img_size, config.img_size)
         start = time.perf_counter()
@@ -361,6 +367,56 @@ def cpu_paths(precision: str | None = None) -> list[tuple[str, str]]:
     return chosen
 
 
+CHECK_IMAGES = 8  # generated frames on which --target auto checks each path's outputs
+
+
+def output_problem(target: Target, config: ModelConfig, images: np.ndarray) -> str | None:
+    """Does ``target`` compute what its graph says? ``None`` if so, else the reason in words.
+
+    A live copy of ``config`` (every branch contributes, ``evit.live``) is prepared on
+    ``target`` and on ONNX Runtime fp32, and both run ``images``. fp32 and bf16 paths must agree
+    with ONNX Runtime fp32 within ``edge.openvino.TOLERANCE``; an int8 path must agree with its
+    own Q/DQ graph run as written (``edge.quantize.reference_session``): a CPU whose int8
+    kernels saturate, or a runtime that misreads the graph, fails here.
+    """
+    from edge.openvino import TOLERANCE
+    from edge.quantize import compare_deployed, logit_agreement, run_reference
+    from evit.live import live_copy
+
+    live = live_copy(evit.create_model(config).eval(), seed=0)
+    batches = [images[i : i + target.batch] for i in range(0, len(images), target.batch)]
+    factory = target.prepare(config, model=live)
+    got = _outputs(factory, batches)
+    if target.precision == "int8":
+        onnx_bytes = getattr(factory, "onnx_bytes", None)
+        if onnx_bytes is None:  # an engine: TensorRT is not chosen by this CPU check
+            return None
+        import onnx
+
+        reference = run_reference(onnx.ModelProto.FromString(onnx_bytes), batches)
+        check = compare_deployed(got, reference, f"{target.name} int8")
+        return None if check.passed else check.summary()
+    fp32 = Target("ort-cpu", batch=target.batch, threads=1, workdir=target.workdir)
+    expected = _outputs(fp32.prepare(config, model=live), batches)
+    agreement = logit_agreement(got, expected)
+    tol = TOLERANCE[target.precision or "fp32"]
+    if agreement.cosine >= tol["min_cosine"] and agreement.rel_error <= tol["max_rel_error"]:
+        return None
+    return (
+        f"{target.name} {target.precision} vs onnxruntime fp32: cosine {agreement.cosine:.4f} "
+        f"(min {tol['min_cosine']}), relative error {agreement.rel_error:.3f} "
+        f"(max {tol['max_rel_error']})"
+    )
+
+
+def _outputs(factory: Callable[[], Runtime], batches: list[np.ndarray]) -> np.ndarray:
+    rt = factory()
+    try:
+        return np.concatenate([rt(x) for x in batches]).astype(np.float64)
+    finally:
+        rt.close()
+
+
 def choose_cpu_target(
     out: Path,
     *,
@@ -370,9 +426,15 @@ def choose_cpu_target(
     max_seconds: float,
     workdir: Path,
     calib: Path | None,
+    targets: list[Target] | None = None,
 ) -> tuple[Target, str]:
-    """``--target auto`` without TensorRT: measure M0 and M5 on every CPU runtime and
-    precision, interleaved, and take the path with the lowest geometric mean of the two.
+    """``--target auto`` without TensorRT: check that every CPU runtime and precision computes
+    the right thing on a live M0 (:func:`output_problem`; a path that does not is left out,
+    with its reason), then measure M0 and M5 on the others, interleaved, and take the path with
+    the lowest geometric mean of the two.
+
+    Args:
+        targets: the paths to consider (default: every one of :func:`cpu_paths`).
 
     Returns the target and a one-line table of what was measured and why it won. The choice is
     saved in ``out`` so that a resumed study keeps its target.
@@ -389,10 +451,21 @@ def choose_cpu_target(
         if data.get("asked") == asked:
             target = Target(data["target"], precision=data["precision"], calib=calib, **common)
             return target, f"{data['table']} (chosen when this study started)"
-    paths = cpu_paths(precision)
-    targets = [Target(n, precision=p, calib=calib, **common) for n, p in paths]
+    if targets is None:
+        targets = [Target(n, precision=p, calib=calib, **common) for n, p in cpu_paths(precision)]
     refs = reference_configs()
     models = [refs["efficientvit_m0"], refs["efficientvit_m5"]]
+    from edge.quantize import calibration_images
+
+    images, _ = calibration_images(None, CHECK_IMAGES, models[0].img_size, 1, batch)
+    with device_lock(device_key("cpu"), exclusive=False):
+        problems = [output_problem(t, models[0], images) for t in targets]
+    left_out = [f"{t.name} {t.precision} left out: {p}" for t, p in zip(targets, problems) if p]
+    targets = [t for t, p in zip(targets, problems) if p is None]
+    if not targets:
+        raise TargetUnavailable(
+            "--target auto: no CPU path computes the right outputs; " + "; ".join(left_out)
+        )
     with device_lock(device_key("cpu"), exclusive=False):
         factories = [t.prepare(m) for t in targets for m in models]
     labels = [f"{t.name} {t.precision} {m.name}" for t in targets for m in models]
@@ -408,9 +481,10 @@ def choose_cpu_target(
     best = min(range(len(targets)), key=lambda i: scores[i])
     table = (
         "--target auto: "
-        + " | ".join(cells)
+        + " | ".join(cells + left_out)
         + f" -> {targets[best].name} {targets[best].precision} (lowest geometric mean of M0 "
-        "and M5, measured interleaved just now)"
+        "and M5, measured interleaved just now, among the paths whose outputs on a live M0 "
+        "were right)"
     )
     out.mkdir(parents=True, exist_ok=True)
     saved.write_text(

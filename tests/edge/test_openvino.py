@@ -114,8 +114,8 @@ def test_int8_as_close_to_fp32_as_ort_int8_and_a_broken_one_fails(files, monkeyp
     rt = OpenVinoRuntime(files["int8"], threads=1, precision="int8")
     check = check_int8_against_fp32(files["int8"], files["fp32"], rt)
     assert check["passed"], check
-    assert check["ort_cosine"] > 0.9 and check["cosine"] > 0.9  # the tiny model quantizes well
-    assert check["min_cosine"] == pytest.approx(check["ort_cosine"] - 0.05)
+    assert check["reference_cosine"] > 0.9 and check["cosine"] > 0.9  # the tiny model quantizes well
+    assert check["min_cosine"] == pytest.approx(check["reference_cosine"] - 0.05)
     real = rt._output
     rng = np.random.default_rng(0)
     monkeypatch.setattr(rt, "_output", lambda: real() + 3 * rng.standard_normal(real().shape))
@@ -123,6 +123,19 @@ def test_int8_as_close_to_fp32_as_ort_int8_and_a_broken_one_fails(files, monkeyp
     assert not broken["passed"] and broken["cosine"] < broken["min_cosine"]
     with pytest.raises(ValueError, match="checks int8, not fp32"):
         check_int8_against_fp32(files["int8"], files["fp32"], OpenVinoRuntime(files["fp32"]))
+
+
+def test_a_uniform_scale_on_the_output_fails_both_checks(files, monkeypatch):
+    """Doubled logits keep every argmax and the centred cosine: only magnitudes show them."""
+    for precision, path in (("fp32", files["fp32"]), ("int8", files["int8"])):
+        rt = OpenVinoRuntime(path, threads=1, precision=precision)
+        real = rt._output
+        monkeypatch.setattr(rt, "_output", lambda real=real: 2.0 * real())
+        check = check_against_ort(path, rt)
+        assert not check["passed"] and check["cosine"] >= check["min_cosine"], check
+        assert check["rel_error"] > check["max_rel_error"]
+    broken = check_int8_against_fp32(files["int8"], files["fp32"], rt)
+    assert not broken["passed"] and broken["rel_error"] > broken["max_rel_error"], broken
 
 
 def test_int8_top1_slack_grows_with_the_noise_of_a_middling_agreement():

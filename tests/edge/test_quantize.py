@@ -66,8 +66,8 @@ def test_calibration_from_an_image_folder(live_tiny, tmp_path):
 def test_a_broken_quantization_fails_verification(live_tiny, tmp_path, monkeypatch):
     real = edge.quantize.quantize_graph
 
-    def wrong_scale(fp32, images, batch, activations="uint8"):
-        proto = real(fp32, images, batch, activations)
+    def wrong_scale(fp32, images, batch, activations="uint8", **kwargs):
+        proto = real(fp32, images, batch, activations, **kwargs)
         for init in proto.graph.initializer:  # one weight scale of the first conv, 10x off
             if "patch_embed.conv1.weight" in init.name and init.name.endswith("_scale"):
                 init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init) * 10, init.name))
@@ -76,7 +76,7 @@ def test_a_broken_quantization_fails_verification(live_tiny, tmp_path, monkeypat
 
     monkeypatch.setattr(edge.quantize, "quantize_graph", wrong_scale)
     out = tmp_path / "broken.int8.onnx"
-    with pytest.raises(VerificationError, match="int8 vs fp32 on 16 held-out images"):
+    with pytest.raises(VerificationError, match=r"int8 \(Q/DQ reference\) vs fp32 on 16 held-out"):
         export_onnx(live_tiny, out, int8=Int8Options(**THRESHOLDS))
     assert not out.exists() and (tmp_path / "broken.int8.unverified.onnx").exists()
 
@@ -88,13 +88,29 @@ def test_int8_cli_and_its_bad_input(tmp_path, capsys):
         (["--int8", "--fp16"], "--int8 and --fp16 exclude each other"),
         (["--int8", "--calib", str(tmp_path / "empty")], "no images"),
         (["--int8", "--calib", str(tmp_path / "none")], "folder not found"),
-        (["--int8", "--batch", "4", "--calib-images", "2"], "at least one batch of 4"),
+        (["--int8", "--calib-images", "0"], "--calib-images 0: must be at least 1"),
     ]
     for extra, match in cases:
         assert main(["export", yaml, "--out", str(tmp_path / "x.onnx"), *extra]) == 2
         err = capsys.readouterr().err
         assert match in err and err.count("\n") == 1, err
     assert not (tmp_path / "x.onnx").exists()
+
+
+def test_a_batch_above_the_image_counts_calibrates_and_verifies_on_whole_batches(tmp_path, capsys):
+    yaml = str(save_yaml(tiny_config(), tmp_path / "tiny.yaml"))
+    out = tmp_path / "b32.onnx"
+    assert main(["export", yaml, "--out", str(out), "--int8", "--batch", "32"]) == 0
+    meta = read_metadata(out)
+    assert meta["calibration"]["images"] == 32 and meta["int8_verification"]["samples"] == 32
+    out = tmp_path / "b4.onnx"
+    assert (
+        main(["export", yaml, "--out", str(out), "--int8", "--batch", "4", "--calib-images", "2"])
+        == 0
+    )
+    assert read_metadata(out)["calibration"]["images"] == 4  # one whole batch
+    printed = capsys.readouterr().out
+    assert "int8 (Q/DQ reference) vs fp32 on 16 held-out images" in printed  # the int8 figures
 
 
 def test_an_already_quantized_graph_is_refused(live_tiny, tmp_path):
@@ -200,3 +216,184 @@ def test_the_default_quantizes_the_relus_so_that_int8_layers_chain(m0_fp32):
     assert set(adds) <= quantized_adds(with_adds)
     assert "/stages/stages.0/blocks/blocks.0/ffn0/Add" not in quantized_adds(default)
     assert not any("/heads." in n for n in quantized_adds(with_adds))  # the bias adds
+
+
+def _weight_codes(proto: onnx.ModelProto) -> list[np.ndarray]:
+    """The quantized weights (int8 initializers read by a DequantizeLinear)."""
+    inits = {i.name: i for i in proto.graph.initializer}
+    return [
+        numpy_helper.to_array(inits[n.input[0]])
+        for n in proto.graph.node
+        if n.op_type == "DequantizeLinear"
+        and n.input[0] in inits
+        and inits[n.input[0]].data_type == onnx.TensorProto.INT8
+    ]
+
+
+def test_uint8_files_have_7_bit_weights_and_say_where_they_are_exact(live_tiny, tmp_path):
+    result = export_onnx(live_tiny, tmp_path / "u8.onnx", int8=Int8Options(**THRESHOLDS))
+    codes = _weight_codes(onnx.load(str(result.path)))
+    assert codes and max(int(np.abs(c).max()) for c in codes) <= 63  # |w| <= 63: 7 bits
+    meta = read_metadata(result.path)
+    assert meta["int8_weight_bits"] == "7" and meta["int8_exact_on"].startswith("every CPU")
+    full = export_onnx(
+        live_tiny, tmp_path / "u8w8.onnx", int8=Int8Options(weight_bits=8, min_top1=0, min_cosine=0)
+    )
+    codes = _weight_codes(onnx.load(str(full.path)))
+    assert max(int(np.abs(c).max()) for c in codes) == 127
+    assert "saturate on x86 CPUs without VNNI" in read_metadata(full.path)["int8_exact_on"]
+    # TensorRT's symmetric file keeps 8-bit weights (its GPU kernels sum in 32 bits)
+    trt = export_onnx(
+        live_tiny, tmp_path / "s8.onnx", int8=Int8Options(activations="int8", **THRESHOLDS)
+    )
+    assert read_metadata(trt.path)["int8_weight_bits"] == "8"
+    assert read_metadata(trt.path)["int8_verification"]["deployed"] is None  # no CPU kernel
+    with pytest.raises(QuantizationError, match="weight bits 4: choose 7 or 8"):
+        quantize_graph(
+            onnx.load(str(export_onnx(live_tiny, tmp_path / "f.onnx").path)),
+            calibration_images(None, 1, 64, 0)[0],
+            1,
+            weight_bits=4,
+        )
+
+
+def _matmul_integer(weights: np.ndarray) -> onnx.ModelProto:
+    from onnx import TensorProto, helper
+
+    k, n = weights.shape
+    graph = helper.make_graph(
+        [helper.make_node("MatMulInteger", ["a", "w"], ["y"])],
+        "u8s8",
+        [helper.make_tensor_value_info("a", TensorProto.UINT8, [1, k])],
+        [helper.make_tensor_value_info("y", TensorProto.INT32, [1, n])],
+        [numpy_helper.from_array(weights, "w")],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def saturating_u8s8(a: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """x86 without VNNI (vpmaddubsw): neighbouring products summed in a saturating int16."""
+    products = a.astype(np.int64)[:, :, None] * w.astype(np.int64)[None]  # (1, K, N)
+    pairs = products[:, 0::2] + products[:, 1::2]
+    return np.clip(pairs, -32768, 32767).sum(axis=1)
+
+
+def test_u8s8_kernels_saturate_without_vnni_and_7_bit_weights_never_do():
+    """The mechanism, on every CPU kind: this CPU's ONNX Runtime matches the exact sum (VNNI,
+    AMX, non-x86) or the saturating model of the no-VNNI kernels; 7-bit weights give the exact
+    sum under both."""
+    import onnxruntime as ort
+
+    from edge.cpu import int8_isa
+
+    a = np.full((1, 64), 255, np.uint8)
+    for bits, w in ((8, np.full((64, 8), 127, np.int8)), (7, np.full((64, 8), 63, np.int8))):
+        session = ort.InferenceSession(
+            _matmul_integer(w).SerializeToString(), providers=["CPUExecutionProvider"]
+        )
+        got = session.run(None, {"a": a})[0]
+        exact = a.astype(np.int64) @ w.astype(np.int64)
+        simulated = saturating_u8s8(a, w)
+        if bits == 7:
+            assert (simulated == exact).all() and (got == exact).all()
+        elif int8_isa() == "x86-no-vnni":
+            print("branch checked: x86 without VNNI (ONNX Runtime's kernels saturate)")
+            assert (got == simulated).all() and (got != exact).all()
+        else:
+            print(f"branch checked: {int8_isa()} (ONNX Runtime's kernels sum exactly)")
+            assert (got == exact).all() and (simulated != exact).all()
+
+
+def test_the_check_runs_the_qdq_graph_not_this_cpus_kernels(m0_fp32):
+    """8-bit weights: the quantization itself is as good as with 7 bits (the reference does
+    not saturate), and only on an x86 CPU without VNNI do ONNX Runtime's kernels disagree."""
+    from edge.cpu import int8_isa
+    from edge.quantize import compare_int8
+
+    images, _ = calibration_images(None, 16, 64, 0)
+    held_out, _ = calibration_images(None, 16, 64, 1)
+    checks = {
+        bits: compare_int8(
+            quantize_graph(m0_fp32, images, 1, weight_bits=bits), m0_fp32, held_out, 0.5, 0.9
+        )
+        for bits in (7, 8)
+    }
+    for check in checks.values():  # the quantization of a live M0: close to fp32 either way
+        assert check.cosine > 0.9 and check.rel_error < 0.4 and check.deployed is not None
+    assert checks[7].deployed.passed  # 7-bit weights: exact kernels on every CPU
+    saturates = int8_isa() == "x86-no-vnni"
+    print(f"branch checked: {int8_isa()}; 8-bit weights' kernels agree: {not saturates}")
+    assert checks[8].deployed.passed is (not saturates)
+    if saturates:  # far off, not rounding: the 16-bit sums overflowed
+        assert checks[8].deployed.cosine < 0.9
+
+
+def _scaled_output(proto: onnx.ModelProto, factor: float) -> onnx.ModelProto:
+    """A copy whose logits come out multiplied by ``factor`` (a wrong output scale)."""
+    from onnx import helper
+
+    out = onnx.ModelProto()
+    out.CopyFrom(proto)
+    name = out.graph.output[0].name
+    for node in out.graph.node:
+        node.output[:] = [f"{o}_unscaled" if o == name else o for o in node.output]
+    out.graph.initializer.append(numpy_helper.from_array(np.float32(factor), "scale_factor"))
+    out.graph.node.append(helper.make_node("Mul", [f"{name}_unscaled", "scale_factor"], [name]))
+    return out
+
+
+def test_a_uniform_scale_on_the_output_fails_the_int8_check(live_tiny, tmp_path):
+    from edge.quantize import compare_int8
+
+    fp32 = onnx.load(str(export_onnx(live_tiny, tmp_path / "f.onnx").path))
+    images, _ = calibration_images(None, 32, 64, 0)  # as export_onnx calibrates
+    held_out, _ = calibration_images(None, 16, 64, 1)
+    int8 = quantize_graph(fp32, images, 1)
+    good = compare_int8(int8, fp32, held_out, **THRESHOLDS)
+    doubled = compare_int8(_scaled_output(int8, 2.0), fp32, held_out, **THRESHOLDS)
+    assert good.passed, good.summary()
+    # the same argmax and the same centred cosine: only the magnitude shows it
+    assert doubled.top1_agreement == good.top1_agreement
+    assert doubled.cosine == pytest.approx(good.cosine, abs=1e-9)
+    assert not doubled.passed and doubled.rel_error > 0.9
+
+
+def test_held_out_images_come_from_the_calibration_folder(tmp_path):
+    from PIL import Image
+
+    from edge.quantize import _folder_pictures, image_sets
+
+    write_synthetic(tmp_path / "data", num_classes=3, per_class=6, size=64)
+    sets = image_sets(tmp_path / "data" / "train", 8, 16, 64, 0, batch=2)
+    assert len(sets.calib) == 8 and len(sets.held_out) == 10  # 18 images: none in both
+    assert sets.held_out_source == f"10 other images from {tmp_path / 'data' / 'train'}"
+    assert not any(np.array_equal(c, h) for c in sets.calib for h in sets.held_out)
+    exhausted = image_sets(tmp_path / "data" / "train", 18, 16, 64, 0)
+    assert exhausted.held_out_source.startswith("generated frames (no image of")
+    # calibration reads images as the evaluation pipeline does: EXIF orientation applied
+    turned = tmp_path / "exif"
+    turned.mkdir()
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
+    Image.new("RGB", (40, 20), "red").save(turned / "a.jpg", exif=exif)
+    assert _folder_pictures(turned, 1, 0)[0].size == (20, 40)
+
+
+def test_a_cpu_that_saturates_gets_one_line_for_an_8_bit_file(live_tiny, tmp_path, capsys):
+    import edge.cpu as cpu
+
+    no_vnni, vnni = frozenset({"avx2", "fma"}), frozenset({"avx2", "avx512_vnni"})
+    assert cpu.int8_weight_warning(7, no_vnni, x86=True) is None
+    assert cpu.int8_weight_warning(8, vnni, x86=True) is None
+    assert cpu.int8_weight_warning(8, no_vnni, x86=False) is None  # Arm: 32-bit dot products
+    line = cpu.int8_weight_warning(8, no_vnni, x86=True)
+    assert "saturate" in line and "--int8" in line and "\n" not in line
+    assert "does not say" in cpu.int8_weight_warning(None, no_vnni, x86=True)
+    full = export_onnx(
+        live_tiny, tmp_path / "w8.onnx", int8=Int8Options(weight_bits=8, min_top1=0, min_cosine=0)
+    ).path
+    assert main(["bench", str(full), "--max-seconds", "0.2"]) == 0
+    err = capsys.readouterr().err
+    warned = [line for line in err.splitlines() if "saturate" in line]
+    print(f"branch checked: {cpu.int8_isa()}")
+    assert len(warned) == (1 if cpu.u8s8_saturates() else 0)

@@ -4,6 +4,7 @@ references compared with fp32 side by side, and the per-trial TensorRT build set
 from __future__ import annotations
 
 import json
+import re
 import sys
 
 import onnx
@@ -93,6 +94,63 @@ def test_ort_int8_target_measures_a_qdq_graph(tmp_path):
     rt = factory()
     assert rt(evit_input(tiny_config())).shape == (1, tiny_config().num_classes)
     assert not list(tmp_path.iterdir())  # the per-trial files are gone
+
+
+def test_an_int8_search_calibrates_on_whole_batches_above_8(tmp_path):
+    target = Target("ort-cpu", threads=1, workdir=tmp_path, precision="int8", batch=16)
+    rt = target.prepare(tiny_config())()  # 8 calibration images would not fill one batch
+    assert rt.input_shape[0] == 16
+
+
+class _Doubling(Target):
+    """A path whose runtime returns twice the logits: right argmax, wrong probabilities."""
+
+    def prepare(self, config, timings=None, model=None):
+        factory = super().prepare(config, timings, model)
+
+        class Doubled:
+            onnx_bytes = factory.onnx_bytes
+
+            def __call__(self):
+                rt = factory()
+                real = rt._output
+                rt._output = lambda: 2.0 * real()
+                return rt
+
+        return Doubled()
+
+
+def test_auto_leaves_out_a_path_whose_outputs_are_wrong(tmp_path, monkeypatch):
+    import search.space
+    from search.targets import choose_cpu_target
+
+    small, large = tiny_config(name="m0"), tiny_config(name="m5", img_size=96)
+    monkeypatch.setattr(
+        search.space,
+        "reference_configs",
+        lambda: {"efficientvit_m0": small, "efficientvit_m5": large},
+    )
+    common = dict(threads=1, workdir=tmp_path / "w")
+    targets = [
+        Target("ort-cpu", **common),
+        Target("ort-cpu", precision="int8", **common),
+        _Doubling("ort-cpu", precision="int8", **common),
+    ]
+    chosen, table = choose_cpu_target(
+        tmp_path / "run",
+        batch=1,
+        threads=1,
+        precision=None,
+        max_seconds=0.3,
+        workdir=tmp_path / "w",
+        calib=None,
+        targets=targets,
+    )
+    assert table.count(" left out: ") == 1, table  # the doubling one, and only it
+    assert "ort-cpu int8 left out: ort-cpu int8 vs the reference: cosine" in table
+    assert "DISAGREES" in table
+    assert len(re.findall(r"M0 [\d.]+ / M5 [\d.]+ ms", table)) == 2
+    assert (chosen.name, chosen.precision) in {("ort-cpu", "fp32"), ("ort-cpu", "int8")}
 
 
 def evit_input(config):
