@@ -28,15 +28,10 @@ from benchmarks.common import fp32_and_int8, ratio_cell, save
 
 
 def cpu_flags() -> list[str]:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return []
-    flags = next(
-        (line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")),
-        [],
-    )
-    return sorted(f for f in flags if f.startswith(("avx", "amx")) or "vnni" in f)
+    """This CPU's int8/bf16-relevant flags (AVX*, AMX*, *VNNI*), for the results."""
+    from edge.cpu import cpu_flags as flags
+
+    return sorted(f for f in flags() if f.startswith(("avx", "amx")) or "vnni" in f)
 
 
 def _val_arrays(data: Path, size: int, limit: int | None) -> tuple[np.ndarray, np.ndarray]:

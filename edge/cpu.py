@@ -5,9 +5,10 @@ ONNX Runtime's x86 int8 kernels multiply uint8 activations by int8 weights. With
 Without them (AVX2-only and AVX-512 CPUs before VNNI) the kernels use ``vpmaddubsw``, which adds
 two neighbouring products into a *16-bit* sum that saturates: 255 x 127 x 2 = 64,770 does not fit
 in 32,767. A file quantized with 8-bit weights then computes something else on those CPUs
-(docs/benchmarks.md §11: a live M0's logits at cosine 0.70 to the same graph's exact result).
-With 7-bit weights (|w| <= 63, ONNX Runtime's ``reduce_range``) the pair sum is at most
-255 x 63 x 2 = 32,130 and nothing saturates, on any CPU: this project's default for ONNX
+(docs/benchmarks.md §11: a trained M0's logits 2.2x as far from the Q/DQ graph's exact result
+as the quantization itself is from fp32).
+With 7-bit weights (|w| <= 64, ONNX Runtime's ``reduce_range``) the pair sum is at most
+255 x 64 x 2 = 32,640 and nothing saturates, on any CPU: this project's default for ONNX
 Runtime files (``edge.quantize``). Non-x86 CPUs (Arm's dot-product instructions) sum in 32 bits.
 
 Example:
@@ -23,7 +24,7 @@ from functools import lru_cache
 from pathlib import Path
 
 VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")  # 32-bit int8 dot products
-# the weights' range that no 16-bit pair sum can overflow: 255 * 63 * 2 = 32,130 <= 32,767
+# the weights' range that no 16-bit pair sum can overflow: 255 * 64 * 2 = 32,640 <= 32,767
 SAFE_WEIGHT_BITS = 7
 
 

@@ -14,7 +14,7 @@ quantized conv is dropped (with uint8 activations the conv's output takes the Re
 that one int8 layer feeds the next without a dequantize/quantize pair (§15: M0 1.15x -> 1.24x,
 M5 1.85x -> 2.01x fp32's speed).
 
-Weights are 7-bit by default for ONNX Runtime's files (``reduce_range``: |w| <= 63): ONNX
+Weights are 7-bit by default for ONNX Runtime's files (``reduce_range``: |w| <= 64): ONNX
 Runtime's x86 kernels without VNNI add pairs of uint8 x int8 products in 16 bits, which 8-bit
 weights overflow (``edge.cpu``), so an 8-bit file is exact only on VNNI/AMX and non-x86 CPUs. The
 7-bit file is exact everywhere (docs/benchmarks.md §11 has what it costs). The symmetric
@@ -113,34 +113,46 @@ class Int8Check:
         return line + (f"; {self.deployed.summary()}" if self.deployed else "")
 
 
-# a deployed runtime that computes the Q/DQ graph correctly differs from it only by rounding
-# (integer vs float sums flip a few roundings, which a random network amplifies): on live random
-# weights ONNX Runtime's exact kernels read cosine >= 0.98, saturated ones 0.5-0.7
-# (docs/benchmarks.md §11). A trained model's figures are closer still.
-DEPLOYED_TOLERANCE = {"min_cosine": 0.95, "max_rel_error": 0.35}
+# A deployed runtime that computes the Q/DQ graph correctly differs from it only by rounding
+# (integer sums land on the other side of a rounding boundary now and then), which is about as
+# large as the quantization's own error (every value rounded) or smaller. Measured as
+# deployed-vs-reference relative error over reference-vs-fp32 relative error
+# (docs/benchmarks.md §11): exact kernels 0.60 on a trained M0 and 0.89-1.11 on live random
+# M0s (whose random BN scales amplify every flipped rounding); ONNX Runtime's saturating
+# kernels (8-bit weights, x86 without VNNI) 2.2 on the trained M0 and 1.56-3.0 on live random
+# ones. The limit sits between the two groups.
+DEPLOYED_ERROR_RATIO = 1.3
 
 
 @dataclass(frozen=True)
 class DeployedCheck:
-    """A deployed runtime's int8 logits against the Q/DQ reference's."""
+    """A deployed runtime's int8 logits against the Q/DQ reference's.
+
+    Passes when their relative error is at most :data:`DEPLOYED_ERROR_RATIO` times the
+    quantization's own (the reference's against fp32)."""
 
     runtime: str  # e.g. "onnxruntime int8 kernels on x86-no-vnni (avx avx2)"
     cosine: float
     rel_error: float
     top1_agreement: float
     samples: int
-    min_cosine: float = DEPLOYED_TOLERANCE["min_cosine"]
-    max_rel_error: float = DEPLOYED_TOLERANCE["max_rel_error"]
+    quantization_rel_error: float
+    max_ratio: float = DEPLOYED_ERROR_RATIO
+
+    @property
+    def ratio(self) -> float:
+        return self.rel_error / max(self.quantization_rel_error, 1e-3)
 
     @property
     def passed(self) -> bool:
-        return self.cosine >= self.min_cosine and self.rel_error <= self.max_rel_error
+        return self.ratio <= self.max_ratio
 
     def summary(self) -> str:
         verdict = "agrees" if self.passed else "DISAGREES (its outputs here are wrong)"
         return (
             f"{self.runtime} vs the reference: cosine {self.cosine:.4f}, relative error "
-            f"{self.rel_error:.3f}: {verdict}"
+            f"{self.rel_error:.3f} = {self.ratio:.2f}x the quantization's own "
+            f"(max {self.max_ratio}x): {verdict}"
         )
 
 
@@ -489,7 +501,7 @@ def _quantize_static(
         per_channel=True,
         activation_type=QuantType.QInt8 if activations == "int8" else QuantType.QUInt8,
         weight_type=QuantType.QInt8,
-        reduce_range=weight_bits == 7,  # weights only: |w| <= 63
+        reduce_range=weight_bits == 7,  # weights only: |w| <= 64
         extra_options={"ActivationSymmetric": activations == "int8", "WeightSymmetric": True},
     )
 
@@ -568,7 +580,9 @@ def compare_int8(
     kernels = None
     if deployed:
         here = _run_batches(ort_session(int8.SerializeToString()), images, batch)
-        kernels = compare_deployed(here, reference, f"onnxruntime int8 kernels on {_isa()}")
+        kernels = compare_deployed(
+            here, reference, fp32_logits, f"onnxruntime int8 kernels on {_isa()}"
+        )
     return Int8Check(
         **asdict(agreement),
         min_top1=min_top1,
@@ -585,8 +599,11 @@ def _isa() -> str:
     return describe_isa()
 
 
-def compare_deployed(logits: np.ndarray, reference: np.ndarray, runtime: str) -> DeployedCheck:
-    """A deployed runtime's int8 ``logits`` against the Q/DQ reference's on the same images."""
+def compare_deployed(
+    logits: np.ndarray, reference: np.ndarray, fp32: np.ndarray, runtime: str
+) -> DeployedCheck:
+    """A deployed runtime's int8 ``logits`` against the Q/DQ reference's on the same images,
+    measured against the quantization's own error (``reference`` against ``fp32``)."""
     agreement = logit_agreement(logits, reference)
     return DeployedCheck(
         runtime=runtime,
@@ -594,6 +611,7 @@ def compare_deployed(logits: np.ndarray, reference: np.ndarray, runtime: str) ->
         rel_error=agreement.rel_error,
         top1_agreement=agreement.top1_agreement,
         samples=agreement.samples,
+        quantization_rel_error=logit_agreement(reference, fp32).rel_error,
     )
 
 

@@ -479,7 +479,7 @@ def _export_int8(outcome: Any, source: Any, out: Path, files: list[str]) -> str:
         f"`best.int8.onnx`: the same weights in Q/DQ int8 ({options.activations} activations, "
         f"calibrated on {calib['source']}); against fp32 on "
         f"{check['samples']} other images: top-1 agreement {check['top1_agreement']:.2f}, "
-        f"logit cosine {check['cosine']:.4f}"
+        f"logit cosine {check['cosine']:.4f}, relative error {check.get('rel_error', 0):.3f}"
         + (
             "."
             if outcome.best.checkpoint is not None
