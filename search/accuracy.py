@@ -87,7 +87,10 @@ class TrainBudget:
         data: ImageFolder root with ``train/`` and ``val/``.
         epochs: passes over ``train``.
         img_size: proxy resolution of a 224-pixel candidate (None: the candidate's own).
-        batch_size, lr: of the AdamW/cosine recipe of ``evit train``.
+        batch_size: images per step.
+        lr: learning rate; None: the short recipe's (``evit.train.recipe.short_recipe``, the
+            recipe ``evit train`` takes for a short run on small data, so that a search ranks by
+            what a user's own training gives).
         init: checkpoint every candidate inherits its weights from (``evit.inherit``).
         early_stop: fraction of the epochs after which :class:`EarlyStopRule` applies.
         early_stop_margin: its margin in points.
@@ -103,7 +106,7 @@ class TrainBudget:
     epochs: int = 3
     img_size: int | None = None
     batch_size: int = 64
-    lr: float = 3e-3
+    lr: float | None = None
     init: Path | None = None
     early_stop: float = 0.5
     early_stop_margin: float = 3.0
@@ -122,7 +125,7 @@ class TrainBudget:
             raise ValueError(f"--train-epochs {self.epochs}: must be >= 1")
         if self.batch_size < 1:
             raise ValueError(f"--train-batch-size {self.batch_size}: must be >= 1")
-        if not self.lr > 0:
+        if self.lr is not None and not self.lr > 0:
             raise ValueError(f"--train-lr {self.lr}: must be > 0")
         if self.confirm < 0:
             raise ValueError(f"--confirm {self.confirm}: must be >= 0 (0 turns it off)")
@@ -198,18 +201,25 @@ class TrainBudget:
         }
 
     def recipe(self, config: ModelConfig) -> Any:
-        from evit.train.recipe import Recipe
+        """``evit train``'s short recipe for this run (``--train-lr`` on top, if given)."""
+        from evit.train.recipe import short_recipe
 
-        return Recipe(
-            epochs=self.epochs,
-            batch_size=self.batch_size,
-            lr=self.lr,
-            weight_decay=1e-8 if self.init else 0.025,
-            warmup_epochs=min(1.0, self.epochs / 5),
+        recipe = short_recipe(
+            self.epochs, self.train_images(), self.batch_size, finetune=self.init is not None
+        )
+        return recipe.replace(
+            lr=self.lr if self.lr is not None else recipe.lr,
+            min_lr=recipe.min_lr if self.lr is None else recipe.min_lr / recipe.lr * self.lr,
             aug="mild",
             img_size=self.train_img_size(config.img_size),
             seed=self.seed,
         )
+
+    def train_images(self) -> int:
+        """How many training images ``data`` holds (the recipe follows the data's size)."""
+        from evit.train.data import resolve_data
+
+        return len(resolve_data(self.data).train)
 
 
 @dataclass

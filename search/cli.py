@@ -197,7 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--train-lr",
         type=float,
         default=TrainBudget.lr,
-        help=f"AdamW learning rate (default {TrainBudget.lr:g})",
+        help="AdamW learning rate (default: evit train's short recipe for the run, "
+        "evit.train.recipe.short_recipe)",
     )
     acc.add_argument(
         "--train-device", help="cpu or cuda[:N] (default: cuda when available, else the cpu)"

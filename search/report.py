@@ -573,9 +573,10 @@ def _training_line(outcome: Any) -> str:
         else "at the candidate's own resolution"
     )
     init = f", weights inherited from `{t['init']}`" if t["init"] else ""
+    lr = f"lr {t['lr']:g}" if t.get("lr") else "evit train's short recipe"
     return (
         f"Each candidate within the budget trained {t['epochs']} epoch(s) on `{t['data']}/train` "
-        f"{size} (batch {t['batch_size']}, lr {t['lr']:g}, seed {t['seed']}{init}) and was "
+        f"{size} (batch {t['batch_size']}, {lr}, seed {t['seed']}{init}) and was "
         f"scored on `{t['data']}/val`; candidates over the budget were not trained. This run "
         f"trained {stats.get('trained', 0)} ({stats.get('train_seconds', 0):.0f} s of training); "
         f"the early-stop rule stopped {stats.get('early_stopped', 0)}, saving about "

@@ -16,7 +16,9 @@ import os
 import sys
 from pathlib import Path
 
-from evit.train.recipe import PAPER, default_recipe
+from evit.train.recipe import PAPER, RECIPES, SHORT_BATCH, SHORT_LR, choose_recipe
+
+log = logging.getLogger(__name__)
 
 SUPPRESS = argparse.SUPPRESS
 
@@ -45,9 +47,12 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train",
         help="train a config (M0-M5, a YAML, a search's best.yaml) on an image folder",
-        description="Train with the paper's recipe (or the fine-tuning recipe with --init). "
-        "Defaults not given below come from evit/train/recipe.py; every value used is saved "
-        "in the checkpoints.",
+        description="Train with the recipe --recipe names (auto: the paper's recipe for a long "
+        "run on ImageNet-sized data, else settings that follow the run's length and the data's "
+        "size). Defaults not given below come from evit/train/recipe.py; every value used is "
+        "logged and saved in the checkpoints. Example: python -m evit train --model m0 --data "
+        "data/shapes --img-size 64 --epochs 30 --out runs/m0. Exit codes: 0 done, 2 bad input, "
+        "130 interrupted.",
     )
     p.add_argument("--model", required=True, help="variant (m0..m5), or a YAML config path")
     p.add_argument(
@@ -61,17 +66,34 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         "--val-fraction", type=float, default=0.1, help="held out per class when splitting (0.1)"
     )
     p.add_argument("--out", required=True, help="output folder (checkpoints, metrics, plot)")
+    p.add_argument(
+        "--recipe",
+        choices=RECIPES,
+        default="auto",
+        help="auto (default): paper (or finetune with --init) for >= 100 epochs on >= 50,000 "
+        "images, else short; paper: the official ImageNet recipe exactly; finetune: the "
+        "authors' downstream recipe; short: settings from the run's length and data size",
+    )
     p.add_argument("--epochs", type=int, help=f"epochs ({PAPER.epochs})")
     p.add_argument(
-        "--batch-size", type=int, help=f"images per process and step ({PAPER.batch_size})"
+        "--batch-size",
+        type=int,
+        help=f"images per process and step (paper {PAPER.batch_size}, short {SHORT_BATCH})",
     )
     p.add_argument(
-        "--lr", type=float, help="absolute learning rate (default: 1e-3 x global batch / 512)"
+        "--lr",
+        type=float,
+        help="absolute learning rate (paper: 1e-3 x global batch / 512; short: "
+        f"{SHORT_LR:g} x sqrt(global batch / {SHORT_BATCH}))",
     )
     p.add_argument(
         "--weight-decay", type=float, help="AdamW weight decay (0.025; 1e-8 with --init)"
     )
-    p.add_argument("--warmup-epochs", type=float, help="warm-up epochs (5, at most 1/5 of the run)")
+    p.add_argument(
+        "--warmup-epochs",
+        type=float,
+        help="warm-up epochs (paper 5, at most 1/5 of the run; short: 5 %% of the run)",
+    )
     p.add_argument("--img-size", type=int, help="input size (default: the config's; windows clip)")
     p.add_argument(
         "--aug",
@@ -141,7 +163,20 @@ def run_data(args: argparse.Namespace) -> int:
 
 
 def _recipe_from_args(args: argparse.Namespace):
-    recipe = default_recipe(finetune=bool(args.init))
+    """The recipe ``--recipe`` resolves to for this data and run, with the flags given on top;
+    the resolution is logged."""
+    from evit.train.data import resolve_data
+
+    split = resolve_data(args.data, args.val, args.val_fraction, args.seed or 0)
+    recipe, why = choose_recipe(
+        args.recipe,
+        epochs=args.epochs,
+        train_images=len(split.train),
+        batch_size=args.batch_size,
+        finetune=bool(args.init),
+        world_size=int(os.environ.get("WORLD_SIZE", "1")),
+    )
+    log.info("%s", why)
     changes = {
         "epochs": args.epochs,
         "batch_size": args.batch_size,

@@ -48,7 +48,7 @@ from evit.train.data import (
 )
 from evit.train.distributed import DistInfo, all_reduce_sum, barrier, setup, teardown
 from evit.train.evaluate import EvalResult, eval_loader, evaluate
-from evit.train.recipe import Recipe
+from evit.train.recipe import Recipe, learning_warning
 from evit.weights import save_checkpoint
 
 log = logging.getLogger(__name__)
@@ -119,6 +119,7 @@ class TrainResult:
     best_epoch: int
     history: list[dict[str, Any]]
     checkpoint: Path
+    warning: str | None = None  # the run barely learned (evit.train.recipe.learning_warning)
 
 
 EpochCallback = Callable[[int, dict[str, Any]], None]
@@ -404,8 +405,11 @@ class _Run:
             barrier(self.info)
             if on_epoch_end is not None:
                 on_epoch_end(epoch, record)
+        warning = learning_warning(self.history, len(self.data.classes))
+        if warning and self.info.is_main:
+            log.warning("%s", warning)
         return TrainResult(
-            self.out, self.best["top1"], self.best["epoch"], self.history, self.out / BEST
+            self.out, self.best["top1"], self.best["epoch"], self.history, self.out / BEST, warning
         )
 
     def _train_epoch(self, epoch: int) -> tuple[float, int]:

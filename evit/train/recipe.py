@@ -12,11 +12,20 @@ Deviations for short runs, each logged when it applies: the warm-up is capped at
 run; the EMA decay ramps up with the step count (timm's EMA warm-up), so an EMA of a 10-epoch
 run is not stuck near the initial weights; ``aug="auto"`` picks ``mild`` augmentation below
 50,000 training images.
+
+Those recipes are made for ImageNet-sized runs: scaled down linearly to a small batch, the paper's
+learning rate (1.25e-4 at batch 64) barely moves a model in a few hundred steps. So the default
+recipe is ``auto`` (:func:`choose_recipe`): the paper's recipe for a long run on ImageNet-sized
+data, and otherwise :func:`short_recipe`, whose settings follow the run's length and the data's
+size (learning rate for the batch, warm-up and EMA horizon as shares of the run). The search's
+scoring trainings use the same function, so what a search ranks by is what ``evit train`` gives.
+docs/benchmarks.md §16 has the sweep its constants come from.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,6 +59,8 @@ class Recipe:
         drop_path: stochastic depth of the last block.
         img_size: training and evaluation input size; ``None`` keeps the config's.
         seed: seed of the initialization, data order, augmentation and split.
+        name: the recipe these settings came from (``paper``, ``finetune``, ``short``), with
+            any flag given on top.
     """
 
     epochs: int = 300
@@ -72,6 +83,7 @@ class Recipe:
     drop_path: float = 0.0
     img_size: int | None = None
     seed: int = 0
+    name: str = "paper"
 
     def replace(self, **changes: Any) -> Recipe:
         return dataclasses.replace(self, **changes)
@@ -122,9 +134,127 @@ class Recipe:
 
 
 PAPER = Recipe()
-FINETUNE = Recipe(batch_size=256, base_lr=1e-3, weight_decay=1e-8)
+FINETUNE = Recipe(batch_size=256, base_lr=1e-3, weight_decay=1e-8, name="finetune")
+RECIPES = ("auto", "paper", "finetune", "short")
+
+# short_recipe's constants (chosen by the sweep of docs/benchmarks.md §16)
+SHORT_LR = 2e-3  # at a global batch of 64, scaled by the square root of the batch ratio
+SHORT_BATCH = 64
+SHORT_WARMUP_SHARE = 0.05  # of the run's epochs
+SHORT_MIN_LR_SHARE = 0.01  # the cosine's floor, as a share of the peak
+SHORT_EMA_HORIZON_SHARE = 0.1  # the EMA averages over about this share of the run's steps
+SHORT_EMA_MIN_HORIZON = 20  # steps
+# auto takes the paper's recipe from here on (ImageNet-sized data and a long run)
+PAPER_MIN_EPOCHS = 100
 
 
 def default_recipe(finetune: bool) -> Recipe:
     """The paper's recipe, or the downstream fine-tuning recipe when starting from weights."""
     return FINETUNE if finetune else PAPER
+
+
+def short_recipe(
+    epochs: int, train_images: int, batch_size: int = SHORT_BATCH, finetune: bool = False
+) -> Recipe:
+    """Settings for a run of ``epochs`` over ``train_images`` at a global ``batch_size``.
+
+    The learning rate is :data:`SHORT_LR` at batch 64, scaled by the square root of the batch
+    (the linear rule is for large batches); the warm-up is :data:`SHORT_WARMUP_SHARE` of the
+    run; the cosine ends at :data:`SHORT_MIN_LR_SHARE` of the peak; the EMA's decay averages
+    over :data:`SHORT_EMA_HORIZON_SHARE` of the run's steps; augmentation follows the data's
+    size (``auto``). Starting from weights (``finetune``) keeps the weights' scale (weight decay
+    1e-8, as the authors fine-tune).
+    """
+    if epochs < 1 or train_images < 1 or batch_size < 1:
+        raise ValueError(
+            f"short recipe: epochs {epochs}, images {train_images}, batch {batch_size}: each "
+            "must be >= 1"
+        )
+    lr = SHORT_LR * math.sqrt(batch_size / SHORT_BATCH)
+    steps = epochs * math.ceil(train_images / batch_size)
+    horizon = max(SHORT_EMA_MIN_HORIZON, SHORT_EMA_HORIZON_SHARE * steps)
+    return Recipe(
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        weight_decay=1e-8 if finetune else PAPER.weight_decay,
+        warmup_epochs=SHORT_WARMUP_SHARE * epochs,
+        min_lr=SHORT_MIN_LR_SHARE * lr,
+        ema_decay=round(1.0 - 1.0 / horizon, 6),
+        name="short",
+    )
+
+
+def choose_recipe(
+    name: str,
+    *,
+    epochs: int | None,
+    train_images: int,
+    batch_size: int | None,
+    finetune: bool = False,
+    world_size: int = 1,
+) -> tuple[Recipe, str]:
+    """The recipe ``name`` resolves to for this run, and why, in one line.
+
+    ``auto``: the paper's recipe (or the fine-tuning recipe from weights) for a run of at least
+    :data:`PAPER_MIN_EPOCHS` epochs on at least ``PAPER_AUG_MIN_IMAGES`` images, else
+    :func:`short_recipe`. ``epochs``/``batch_size`` None: the recipe's own defaults (the
+    paper's 300 epochs and batch 256; 64 for ``short``).
+    """
+    if name not in RECIPES:
+        raise ValueError(f"--recipe {name}: choose one of {', '.join(RECIPES)}")
+    long_run = (epochs or PAPER.epochs) >= PAPER_MIN_EPOCHS
+    big_data = train_images >= PAPER_AUG_MIN_IMAGES
+    if name == "auto":
+        name = ("finetune" if finetune else "paper") if long_run and big_data else "short"
+        why = (
+            f"auto -> {name} ({epochs or PAPER.epochs} epochs, {train_images:,} training images"
+            f"; the paper's recipe from {PAPER_MIN_EPOCHS} epochs and "
+            f"{PAPER_AUG_MIN_IMAGES:,} images)"
+        )
+    else:
+        why = name
+    if name in ("paper", "finetune"):
+        recipe = PAPER if name == "paper" else FINETUNE
+        recipe = recipe.replace(
+            **{k: v for k, v in (("epochs", epochs), ("batch_size", batch_size)) if v}
+        )
+        lr = recipe.scaled_lr(recipe.batch_size * world_size)
+        return recipe, f"recipe {why}: lr {lr:.2e} (linear in the batch), the official settings"
+    batch = batch_size or SHORT_BATCH
+    recipe = short_recipe(epochs or PAPER.epochs, train_images, batch * world_size, finetune)
+    recipe = recipe.replace(batch_size=batch)
+    steps = recipe.epochs * math.ceil(train_images / (batch * world_size))
+    return recipe, (
+        f"recipe {why}: lr {recipe.lr:.2e} (batch {batch * world_size}), warm-up "
+        f"{recipe.warmup_epochs:g} epochs, cosine floor {recipe.min_lr:.1e}, EMA decay "
+        f"{recipe.ema_decay} (about {SHORT_EMA_HORIZON_SHARE:.0%} of {steps} steps), weight "
+        f"decay {recipe.weight_decay:g}"
+    )
+
+
+# "did not learn": a best top-1 within this many points of chance, or a training loss that fell
+# by less than this share from the first epoch to the last
+CHANCE_MARGIN_POINTS = 5.0
+MIN_LOSS_DROP = 0.1
+
+
+def learning_warning(history: list[dict[str, Any]], num_classes: int) -> str | None:
+    """One line when a finished run barely learned (None when it did)."""
+    if not history:
+        return None
+    chance = 100.0 / num_classes
+    best = max(max(h["val_top1"], h.get("ema_top1", 0.0)) for h in history)
+    first, last = history[0]["train_loss"], history[-1]["train_loss"]
+    drop = (first - last) / first if first > 0 else 0.0
+    reasons = []
+    if best - chance < CHANCE_MARGIN_POINTS:
+        reasons.append(f"best validation top-1 {best:.1f} % is near chance ({chance:.1f} %)")
+    if drop < MIN_LOSS_DROP:
+        reasons.append(f"the training loss fell only {drop:.0%} ({first:.3f} -> {last:.3f})")
+    if not reasons:
+        return None
+    return (
+        f"the model barely learned: {'; '.join(reasons)}; try a higher --lr, more --epochs or "
+        "a larger --img-size"
+    )
