@@ -159,6 +159,24 @@ def test_metadata_less_onnx_runs_with_defaults_and_says_so(tmp_path):
     assert Classifier.from_file(path, threads=1)(np.zeros((64, 64, 3), np.uint8)).labels
 
 
+def test_an_int8_file_this_cpu_would_get_wrong_is_a_banner_warning(tmp_path):
+    from edge.cpu import int8_isa, u8s8_saturates
+    from edge.export import Int8Options
+    from tests.conftest import randomize
+
+    live = randomize(evit.create_model(tiny_config()), seed=3).eval()
+    loose = dict(min_top1=0, min_cosine=0, max_rel_error=float("inf"))
+    full = export_onnx(live, tmp_path / "w8.onnx", int8=Int8Options(weight_bits=8, **loose))
+    default = export_onnx(live, tmp_path / "w7.onnx", int8=Int8Options(**loose))
+    print(f"branch checked: {int8_isa()}")
+    assert model_info(default.path).warnings == []  # 7-bit weights: right on every CPU
+    warnings = model_info(full.path).warnings
+    assert len(warnings) == (1 if u8s8_saturates() else 0)
+    if warnings:
+        state = DemoState(choices_for(str(full.path)), "ort", 1)
+        assert "saturate" in state.banner() and state.banner().startswith("⚠️")
+
+
 @pytest.mark.parametrize(
     "argv, match",
     [
