@@ -99,8 +99,14 @@ def pick_best(
     reference: Candidate | None = None,
     run: InterleavedResult | None = None,
 ) -> Candidate | None:
-    """The highest objective among the candidates within the budget (see :func:`fits_budget`)."""
-    fits = [c for c in chosen if fits_budget(c, budget_ms, reference, run)]
+    """The highest objective among the candidates within the budget (see :func:`fits_budget`).
+
+    A candidate the accuracy objective never trained (``trained is False``: it was over the
+    budget when first measured, so its objective is a placeholder 0) is never picked, even when
+    it re-measures within the budget: its accuracy is a number nobody measured."""
+    fits = [
+        c for c in chosen if c.trained is not False and fits_budget(c, budget_ms, reference, run)
+    ]
     return max(fits, key=lambda c: c.objective) if fits else None
 
 

@@ -66,6 +66,20 @@ def test_best_pick_uses_the_upper_end_of_the_ci():
     assert pick_best([a, b, c], budget_ms=1.0) is None
 
 
+def test_a_candidate_that_was_never_trained_is_never_the_pick():
+    """Nothing fit at first measurement, so the fallback re-measured the fastest candidate;
+    it was over the budget then and never trained (objective 0): re-measured within the budget,
+    it must still not become a pick with an accuracy nobody measured."""
+    run, (_, untrained, trained, _) = _run(
+        {"M": [1.0] * 12, "A": [1.5] * 12, "B": [3.0] * 12, "C": [3.0] * 12}
+    )
+    untrained.trained, untrained.objective = False, 0.0
+    trained.trained = True
+    assert pick_best([untrained, trained], budget_ms=2.0) is None
+    untrained.trained = None  # a proxy objective: nothing to train, the pick stands
+    assert pick_best([untrained, trained], budget_ms=2.0) is untrained
+
+
 def test_iso_latency_picks_may_repeat_where_family_picks_stay_distinct():
     """Without ``distinct``, each reference gets the best candidate within its own latency."""
     run, (ref_a, ref_b, x, y) = _run(
