@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from app.models import OFFICIAL_HINT, RUNTIMES, ModelChoice, choices_for
-from app.predict import Classifier, describe
+from app.predict import Classifier, ClassifierClosed, describe
 from app.preprocess import ImageError
 
 log = logging.getLogger(__name__)
@@ -66,8 +66,7 @@ class DemoState:
                 first = (str(e).splitlines() or [type(e).__name__])[0]
                 return f"could not switch to {label} on {runtime}: {first}"
             self.classifier = new
-            with current.lock:
-                current.close()
+            current.close()  # waits for a call in flight; later ones find it closed
             return f"now serving {label} on {runtime}"
 
     def header(self) -> str:
@@ -89,7 +88,7 @@ class DemoState:
         """Labels for the UI, the rolling times, and a message (empty when all went well)."""
         classifier = self.classifier
         try:
-            result = classifier(image)
+            classifier, result = self._run(image)
         except ImageError as e:
             return {}, classifier.stats.summary(), f"⚠️ {e}"
         except Exception as e:  # never a traceback in the page or a dead server
@@ -97,10 +96,20 @@ class DemoState:
             return {}, classifier.stats.summary(), f"⚠️ inference failed: {type(e).__name__}: {e}"
         return result.labels, classifier.stats.summary(), ""
 
+    def _run(self, image: Any) -> tuple[Classifier, Any]:
+        """The serving classifier and its prediction; a frame that waited while the model was
+        switched runs on the new one."""
+        classifier = self.classifier
+        try:
+            return classifier, classifier(image)
+        except ClassifierClosed:
+            classifier = self.classifier
+            return classifier, classifier(image)
+
     def predict(self, image: Any) -> dict[str, Any]:
         """The API: labels, probabilities and times, or an ``error``."""
         try:
-            return self.classifier(image).to_dict()
+            return self._run(image)[1].to_dict()
         except ImageError as e:
             return {"error": str(e)}
         except Exception as e:  # a one-line error for the client, the details in the log

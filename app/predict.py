@@ -79,6 +79,10 @@ class RollingStats:
         )
 
 
+class ClassifierClosed(RuntimeError):
+    """A call reached a classifier after it was closed (the caller should use the new one)."""
+
+
 class Classifier:
     """One model behind one runtime session, shared by every caller (calls are serialized).
 
@@ -100,6 +104,7 @@ class Classifier:
         self.choice, self.runtime_name, self.threads, self.top_k = choice, runtime, threads, top_k
         self.runtime, self.info = open_model(choice, runtime, threads)
         self.lock = threading.Lock()
+        self.closed = False  # set under the lock: a call that waited for it must not run
         self.stats = RollingStats()
 
     @classmethod
@@ -123,6 +128,8 @@ class Classifier:
         arrived = time.perf_counter()
         x = self.preprocess(image)
         with self.lock:  # one session, one inference at a time
+            if self.closed:
+                raise ClassifierClosed(f"{self.info.name} was closed (the demo switched models)")
             self.runtime.set_input(x)
             model_ms, logits = self.runtime.timed_output()  # as `edge bench` times a run
         logits = np.asarray(logits).reshape(-1)
@@ -135,7 +142,11 @@ class Classifier:
         return result
 
     def close(self) -> None:
-        self.runtime.close()
+        """Close the session once the call in flight, if any, is done; later calls raise
+        :class:`ClassifierClosed`."""
+        with self.lock:
+            self.closed = True
+            self.runtime.close()
 
 
 def describe(info: ModelInfo, runtime: str) -> str:

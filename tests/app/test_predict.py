@@ -145,6 +145,32 @@ def test_switching_model_and_runtime_without_restart(labelled_onnx, tmp_path, mo
     assert note.startswith("could not switch") and "trt runtime is unavailable" in note
 
 
+def test_switching_models_under_a_stream_of_frames_loses_no_frame(labelled_onnx, tmp_path):
+    import threading
+
+    other = export_onnx(randomize(evit.create_model(tiny_config()), seed=5), tmp_path / "b.onnx")
+    state = DemoState(choices_for(str(labelled_onnx)) + choices_for(str(other.path)), "ort", 1)
+    labels = list(state.choices)
+    frame = np.zeros((64, 64, 3), np.uint8)
+    messages: list[str] = []
+    done = threading.Event()
+
+    def stream() -> None:
+        while not done.is_set():
+            messages.append(state.classify(frame)[2])
+            messages.append(state.predict(frame).get("error", ""))
+
+    streams = [threading.Thread(target=stream) for _ in range(3)]
+    for t in streams:
+        t.start()
+    for i in range(40):
+        assert state.switch(labels[(i + 1) % 2], "ort").startswith("now serving")
+    done.set()
+    for t in streams:
+        t.join()
+    assert len(messages) > 40 and not [m for m in messages if m], set(messages)
+
+
 def test_metadata_less_onnx_runs_with_defaults_and_says_so(tmp_path):
     import onnx
 
