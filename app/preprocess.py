@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import math
 import os
+import warnings
 from typing import Any
 
 import numpy as np
@@ -63,9 +64,25 @@ def _open(source: str | os.PathLike | bytes) -> Image.Image:
         raise ImageError("the file is empty (0 bytes)")
     Image.MAX_IMAGE_PIXELS = MAX_PIXELS
     try:
-        image = Image.open(io.BytesIO(data))
+        with warnings.catch_warnings():  # refused just below, in one line, not warned
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))  # reads the header only
+        if image.width * image.height > MAX_PIXELS:  # Pillow only warns up to twice its limit
+            raise ImageError(
+                f"image of {image.width}x{image.height} pixels is larger than allowed "
+                f"({MAX_PIXELS:,} pixels)"
+            )
         image.load()
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError, SyntaxError) as e:
+    except (
+        UnidentifiedImageError,
+        OSError,
+        Image.DecompressionBombError,
+        SyntaxError,
+        EOFError,  # some truncated files end the decoder this way
+        ValueError,  # and some malformed headers this way
+    ) as e:
+        if isinstance(e, ImageError):
+            raise
         reason = str(e).split(" (")[0][:120] or type(e).__name__
         raise ImageError(f"not a readable image ({reason})") from None
     return image

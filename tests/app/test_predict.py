@@ -69,6 +69,38 @@ def test_bad_images_are_one_line_errors(bad, match, tmp_path):
         load_image(bad)
 
 
+def test_an_image_over_the_pixel_limit_is_refused_before_it_is_decoded(monkeypatch):
+    from PIL import ImageFile
+
+    from app.preprocess import MAX_PIXELS
+
+    buffer = io.BytesIO()
+    Image.new("1", (8000, 7000)).save(buffer, "PNG")  # 56 MP: Pillow itself only warns
+    assert MAX_PIXELS < 8000 * 7000 < 2 * MAX_PIXELS
+
+    def decoded(self):
+        raise AssertionError("the image was decoded")
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", decoded)
+    with pytest.raises(ImageError, match="8000x7000 pixels is larger than allowed"):
+        load_image(buffer.getvalue())
+
+
+@pytest.mark.parametrize("error", [EOFError, ValueError])
+def test_decoder_errors_of_any_kind_are_one_line_image_errors(monkeypatch, error):
+    from PIL import ImageFile
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(buffer, "PNG")
+
+    def fails(self):
+        raise error("decoder gave up")
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", fails)
+    with pytest.raises(ImageError, match=r"not a readable image \(decoder gave up\)"):
+        load_image(buffer.getvalue())
+
+
 def test_classifier_reads_metadata_and_returns_top_k(labelled_onnx):
     clf = Classifier.from_file(labelled_onnx, threads=1, top_k=3)
     assert clf.size == 64 and clf.name == "tiny"
