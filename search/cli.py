@@ -26,6 +26,7 @@ from edge.openvino import OpenVinoUnavailable
 from edge.tensorrt import TensorRTUnavailable
 from search.accuracy import TrainBudget
 from search.objectives import ACCURACY, OBJECTIVE_NAMES
+from search.report import budget_rule
 from search.study import (
     SAMPLERS,
     NothingFits,
@@ -275,9 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _print_summary(o: SearchOutcome) -> None:
     print(
-        f"\nsearch {o.study_name}: budget {o.budget_ms:g} ms"
-        + (" (a reference's latency, measured)" if o.budget_choice else "")
-        + f" on {o.target.name} "
+        f"\nsearch {o.study_name}: budget {budget_rule(o)}" + f" on {o.target.name} "
         f"(batch {o.target.batch}, threads {o.target.threads}), objective "
         f"{o.objective.name}"
         + (" (validation top-1 %, short training)" if o.training else " (a proxy, not accuracy)")

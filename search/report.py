@@ -625,6 +625,42 @@ def _accuracy_comparison(outcome: Any) -> str:
     return text
 
 
+def budget_rule(outcome: Any) -> str:
+    """The budget as the pick was held to it, in words: a number of milliseconds, or (with
+    ``--budget-ms m0``) the paired ratio to the reference, with the reading that admitted
+    trials."""
+    from search.targets import REFERENCE_BUDGET_SLACK
+
+    if not getattr(outcome, "budget_reference", None):
+        return (
+            f"{outcome.budget_ms:g} ms (a config fits when the upper end of its re-measured "
+            "95 % CI is within it)"
+        )
+    short = outcome.budget_reference.removeprefix("efficientvit_").upper()
+    reading = outcome.budget_ms / (1 + REFERENCE_BUDGET_SLACK)
+    return (
+        f"as fast as {short} (a config fits when the upper end of the 95 % CI of its paired "
+        f"latency ratio to {short} in the final interleaved run is at most 1; trials were "
+        f"admitted up to {outcome.budget_ms:.3f} ms, {short}'s reading {reading:.3f} ms + "
+        f"{REFERENCE_BUDGET_SLACK:.0%})"
+    )
+
+
+def _budget_margin(outcome: Any, best: Any) -> str:
+    """How the pick stands against the rule :func:`budget_rule` states."""
+    ref = next(
+        (
+            r
+            for r in outcome.references
+            if r.reference == getattr(outcome, "budget_reference", None)
+        ),
+        None,
+    )
+    if ref is not None and outcome.interleaved is not None and best.slot is not None:
+        return f"paired latency ratio {_paired(outcome, best, ref)} (the rule: at most 1)"
+    return f"margin {outcome.budget_ms - best.remeasured.median_ms:.3f} ms to the budget"
+
+
 def _paired(outcome: Any, c: Any, ref: Any, label: str | None = None) -> str:
     """``c``'s latency over ``ref``'s, paired in the final interleaved run, with its 95 % CI."""
     r = outcome.interleaved.ratio(c.slot, ref.slot)
@@ -673,9 +709,9 @@ def report_markdown(outcome: Any, files: list[str], onnx_note: str, family_md: s
         f"- Time per measured trial: {_timing_summary(stats)}.",
         "- Latencies: median [95% CI] ms. 'first' is the trial's own measurement; "
         "'re-measured' comes from one interleaved run of all candidates and M0-M5, the "
-        "number used for the budget check (a config fits when the upper end of its "
-        "re-measured CI is within the budget). 'latency / M0' is the paired ratio from that "
-        "run: absolute times on a shared machine drift, this ratio does not.",
+        f"number used for the budget check: {budget_rule(outcome)}. 'latency / M0' is the "
+        "paired ratio from that run: absolute times on a shared machine drift, this ratio "
+        "does not.",
         "",
     ]
     best = outcome.best
@@ -688,7 +724,7 @@ def report_markdown(outcome: Any, files: list[str], onnx_note: str, family_md: s
             f"{_objective_of(best, outcome.objective.name)}, "
             f"{best.params / 1e6:.2f} M params, {best.macs / 1e6:.1f} M MACs, "
             f"re-measured {_fmt_lat(r)} ms (first {best.latency.median_ms:.3f} ms); "
-            f"margin {outcome.budget_ms - r.median_ms:.3f} ms to the budget.",
+            f"{_budget_margin(outcome, best)}.",
             "",
             f"Config: `best.yaml` (load with `evit.create_model('best.yaml')`). {onnx_note}",
             "",

@@ -179,6 +179,7 @@ class SearchOutcome:
     precision_rows: list[PrecisionRow] = field(default_factory=list)
     auto_choice: str | None = None  # --target auto on a CPU: what it measured and chose
     budget_choice: str | None = None  # --budget-ms m0: the reference's measured latency
+    budget_reference: str | None = None  # --budget-ms m0: that reference ("efficientvit_m0")
     # the machine's speed changed between the trials and the final re-measurement (see drift)
     drift_warning: str | None = None
 
@@ -1267,6 +1268,7 @@ def run_search(opts: SearchOptions, progress_factory: Any | None = None) -> Sear
         precision_rows=precision_rows,
         auto_choice=run.auto_choice,
         budget_choice=run.budget_choice,
+        budget_reference=opts.budget_reference,
         drift_warning=drift,
     )
     write_outputs(outcome, study, run)

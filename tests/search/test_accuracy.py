@@ -589,7 +589,12 @@ def test_a_reference_budget_is_measured_once_and_the_pick_is_as_fast_as_it(
     assert within_reference(outcome.best, ref, outcome.interleaved)  # paired: as fast as M0
     as_fast = [c for c in outcome.pareto if within_reference(c, ref, outcome.interleaved)]
     assert outcome.best.objective == max(c.objective for c in as_fast if c.trained)
-    assert "Budget from a reference" in (outcome.out / "report.md").read_text()
+    report = (outcome.out / "report.md").read_text()
+    assert "Budget from a reference" in report
+    # the rule the pick was held to, not "within X ms": the paired ratio, and the reading
+    reading = fake_latency_ms(m0)
+    assert f"M0's reading {reading:.3f} ms + 10%" in report and "at most 1" in report
+    assert "to the budget" not in report and "(the rule: at most 1)" in report
     again = run_search(_opts(tmp_path, None, shapes, **opts))  # resumed: not measured again
     assert again.budget_ms == outcome.budget_ms
     assert again.budget_choice.endswith("(measured when this study started)")
