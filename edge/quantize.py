@@ -117,10 +117,10 @@ class Int8Check:
 # (integer sums land on the other side of a rounding boundary now and then), which is about as
 # large as the quantization's own error (every value rounded) or smaller. Measured as
 # deployed-vs-reference relative error over reference-vs-fp32 relative error
-# (docs/benchmarks.md §11): exact kernels 0.60 on a trained M0 and 0.89-1.11 on live random
-# M0s (whose random BN scales amplify every flipped rounding); ONNX Runtime's saturating
-# kernels (8-bit weights, x86 without VNNI) 2.2 on the trained M0 and 1.56-3.0 on live random
-# ones. The limit sits between the two groups.
+# (docs/benchmarks.md §11): exact kernels 0.34-0.60 on trained M0/M2 and 0.89-1.11 on live
+# random M0s (whose random BN scales amplify every flipped rounding); ONNX Runtime's saturating
+# kernels (8-bit weights, x86 without VNNI) 2.2-3.2 on the trained models and 1.56-3.0 on live
+# random ones. The limit sits between the two groups.
 DEPLOYED_ERROR_RATIO = 1.3
 
 
