@@ -367,7 +367,7 @@ def cpu_paths(precision: str | None = None) -> list[tuple[str, str]]:
     return chosen
 
 
-CHECK_IMAGES = 16  # generated frames on which --target auto checks each path's outputs
+CHECK_IMAGES = 16  # random images on which --target auto checks each path's outputs
 
 
 def output_problem(target: Target, config: ModelConfig, images: np.ndarray) -> str | None:
@@ -457,9 +457,12 @@ def choose_cpu_target(
         targets = [Target(n, precision=p, calib=calib, **common) for n, p in cpu_paths(precision)]
     refs = reference_configs()
     models = [refs["efficientvit_m0"], refs["efficientvit_m5"]]
-    from edge.quantize import calibration_images
-
-    images, _ = calibration_images(None, CHECK_IMAGES, models[0].img_size, 1, batch)
+    # random normal images, the inputs live_copy re-estimated its BN statistics on: on
+    # off-distribution inputs (drawn frames) a live random network amplifies the last bit of
+    # fp32 rounding (OpenVINO vs ONNX Runtime fp32 read cosine 0.97 on one of four live M0s)
+    size = models[0].img_size
+    images = np.random.default_rng(1).standard_normal((CHECK_IMAGES, 3, size, size))
+    images = images.astype(np.float32)
     with device_lock(device_key("cpu"), exclusive=False):
         problems = [output_problem(t, models[0], images) for t in targets]
     left_out = [f"{t.name} {t.precision} left out: {p}" for t, p in zip(targets, problems) if p]
