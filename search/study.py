@@ -79,6 +79,7 @@ from search.targets import (
     reference_budget,
     resolve_target,
 )
+from search.timeplan import MEASURED, STOPPED, TRAINED, TrialTimes
 
 log = logging.getLogger(__name__)
 
@@ -387,8 +388,7 @@ class SearchRun:
         self.timings: list[dict[str, float]] = []
         self.train_durations: list[float] = []  # this run's full trainings, in seconds
         # full trainings of the study's earlier runs: estimates for a resumed run's first trials
-        self.earlier_trainings: list[float] = []
-        self.trial_walls: dict[str, list[float]] = {"measured": [], "trained": []}
+        self.trial_times = TrialTimes()  # per trial kind; the study's earlier trainings too
         self.current_trial: int | None = None
         self.interleaved: InterleavedResult | None = None  # the final re-measurement
 
@@ -450,7 +450,7 @@ class SearchRun:
         for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
             self._record_for_prefilter(trial)
             if "top1" in trial.user_attrs and "train_seconds" in trial.user_attrs:
-                self.earlier_trainings.append(trial.user_attrs["train_seconds"])
+                self.trial_times.earlier_trainings.append(trial.user_attrs["train_seconds"])
         return study
 
     def _record_for_prefilter(self, trial: FrozenTrial) -> None:
@@ -522,7 +522,8 @@ class SearchRun:
     def evaluate(self, trial: optuna.Trial) -> tuple[float, float]:
         """One trial; a failure is recorded on the trial with its reason, and logged."""
         self.current_trial = trial.number
-        began, counts = _clock(), (self.stats["measured"], self._trainings())
+        began = _clock()
+        counts = (self.stats["measured"], *self._trainings())
         try:
             return self._evaluate(trial)
         except optuna.TrialPruned:
@@ -533,13 +534,14 @@ class SearchRun:
             log.warning("trial %d failed: %s", trial.number, reason)
             raise
         finally:  # how long a trial that measured (and trained) took, for --time-limit
-            trained = self._trainings() > counts[1]
-            if trained or self.stats["measured"] > counts[0]:
-                self.trial_walls["trained" if trained else "measured"].append(_clock() - began)
+            full, stopped = (now > before for now, before in zip(self._trainings(), counts[1:]))
+            kind = TRAINED if full else STOPPED if stopped else MEASURED
+            if full or stopped or self.stats["measured"] > counts[0]:
+                self.trial_times.record(_clock() - began, kind)
 
-    def _trainings(self) -> int:
-        """Trainings this run started in its trials (finished or stopped early)."""
-        return self.stats.get("trained", 0) + self.stats.get("early_stopped", 0)
+    def _trainings(self) -> tuple[int, int]:
+        """Trainings this run's trials finished, and those stopped early."""
+        return self.stats.get("trained", 0), self.stats.get("early_stopped", 0)
 
     def _evaluate(self, trial: optuna.Trial) -> tuple[float, float]:
         trial.set_user_attr("worker", worker_id())
@@ -858,18 +860,11 @@ class SearchRun:
         return self.opts.time_limit - (_clock() - self.started)
 
     def trial_seconds(self) -> float:
-        """What the next trial may take: this run's mean trial that trained; before one has,
-        its mean measured trial plus the study's earlier mean training (0 when unknown)."""
-        if self.trial_walls["trained"]:
-            return float(np.mean(self.trial_walls["trained"]))
-        walls = self.trial_walls["measured"]
-        seconds = float(np.mean(walls)) if walls else 0.0
-        if self.budget is not None and self.earlier_trainings:
-            seconds += float(np.mean(self.earlier_trainings))
-        return seconds
+        """What the next trial may take (``search.timeplan.TrialTimes.next_trial``)."""
+        return self.trial_times.next_trial(trains=self.budget is not None)
 
     def _training_times(self) -> list[float]:
-        return self.train_durations or self.earlier_trainings
+        return self.train_durations or self.trial_times.earlier_trainings
 
     def after_remeasure_seconds(self) -> float:
         """The final phase after the re-measurement: ``--confirm``'s trainings (the contenders,
