@@ -26,7 +26,7 @@ from edge.openvino import OpenVinoUnavailable
 from edge.tensorrt import TensorRTUnavailable
 from search.accuracy import TrainBudget
 from search.objectives import ACCURACY, OBJECTIVE_NAMES
-from search.report import budget_rule
+from search.report import budget_rule, precisions_note
 from search.study import (
     SAMPLERS,
     NothingFits,
@@ -280,6 +280,7 @@ def _print_summary(o: SearchOutcome) -> None:
         f"(batch {o.target.batch}, threads {o.target.threads}), objective "
         f"{o.objective.name}"
         + (" (validation top-1 %, short training)" if o.training else " (a proxy, not accuracy)")
+        + f"; {precisions_note(o)}"
     )
     print(
         f"{'model':<24} {'objective':>11} {'params':>8} {'MACs':>8} {'first ms':>9} "

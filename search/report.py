@@ -613,7 +613,7 @@ def _accuracy_comparison(outcome: Any) -> str:
     text = (
         f"Validation top-1 under the same short training: **pick {_top1(best)}**"
         + (", " + ", ".join(parts) if parts else "")
-        + "."
+        + f" ({precisions_note(outcome)})."
     )
     if over:
         text += f" Over the budget, so not trained: {', '.join(over)}."
@@ -623,6 +623,21 @@ def _accuracy_comparison(outcome: Any) -> str:
             "latency ratio to it has its 95 % CI upper end <= 1): " + "; ".join(iso) + "."
         )
     return text
+
+
+def precisions_note(outcome: Any) -> str:
+    """Which precision each figure is in: the scores come from fp32 PyTorch trainings and
+    evaluations, the latencies from the target's precision (int8/bf16/fp16 with ``--precision``
+    or ``--target auto``)."""
+    precision = outcome.target.precision or "fp32"
+    if not outcome.training:
+        return f"latency in {precision}"
+    if precision == "fp32":
+        return "accuracy and latency in fp32"
+    return (
+        f"accuracy of the fp32 model (PyTorch), latency in {precision}: the deployed "
+        f"{precision} file's accuracy may be lower (docs/benchmarks.md §11)"
+    )
 
 
 def budget_rule(outcome: Any) -> str:

@@ -243,3 +243,19 @@ def test_search_on_trt_shares_a_timing_cache_and_builds_the_final_engines_at_def
     assert {m[2] for m in made} == {tmp_path / "run" / "trt-timing.cache"}
     assert {m[3] for m in trials} == {"fp16"}  # fp16 by default on the GPU target
     assert {m[3] for m in final} == {"fp16", "fp32"}  # and the pick and M0-M5 also in fp32
+
+
+def test_the_headline_says_which_precision_each_figure_is_in():
+    """--target auto may choose int8 while the candidates train and score in fp32: the CLI
+    line and the report pair the two figures only with their precisions named."""
+    from types import SimpleNamespace
+
+    from search.report import precisions_note
+
+    def outcome(precision, training):
+        return SimpleNamespace(target=SimpleNamespace(precision=precision), training=training)
+
+    mixed = precisions_note(outcome("int8", {"epochs": 3}))
+    assert "accuracy of the fp32 model" in mixed and "latency in int8" in mixed
+    assert precisions_note(outcome("fp32", {"epochs": 3})) == "accuracy and latency in fp32"
+    assert precisions_note(outcome("bf16", None)) == "latency in bf16"
