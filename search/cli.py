@@ -26,7 +26,7 @@ from edge.openvino import OpenVinoUnavailable
 from edge.tensorrt import TensorRTUnavailable
 from search.accuracy import TrainBudget
 from search.objectives import ACCURACY, OBJECTIVE_NAMES
-from search.report import budget_rule, precisions_note
+from search.report import budget_rule, lead_verdict, precisions_note
 from search.study import (
     SAMPLERS,
     NothingFits,
@@ -304,6 +304,9 @@ def _print_summary(o: SearchOutcome) -> None:
             f"{c.config.name + star:<24} {value:>11} {c.params / 1e6:>7.2f}M "
             f"{c.macs / 1e6:>7.1f}M {c.latency.median_ms:>9.3f} {cell:>26}"
         )
+    verdict = lead_verdict(o)
+    if verdict:
+        print(f"verdict: {verdict}")
     if o.family:
         print(
             "family: "

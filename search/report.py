@@ -15,6 +15,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import optuna
 import yaml
 from optuna.trial import TrialState
@@ -593,6 +594,54 @@ def _training_line(outcome: Any) -> str:
     )
 
 
+MIN_SEED_PAIRS = 2  # seed pairs needed to estimate the noise of a comparison
+LEAD_SIGMAS = 2.0  # a lead counts when it exceeds this many standard deviations of the noise
+
+
+def lead_verdict(outcome: Any) -> str | None:
+    """Whether the pick beats the reference it replaces by more than the noise, in one line.
+
+    The reference is the budget's (``--budget-ms m0``) or M0. The noise is estimated from the
+    run's own seed pairs (``--confirm``): with d the difference of a config's two seeds,
+    a single score varies with variance var(d) / 2, and so does the difference of two two-seed
+    means. A lead within :data:`LEAD_SIGMAS` standard deviations says the reference is as good.
+    None without an accuracy objective, a pick, the reference's and the pick's second seeds, or
+    :data:`MIN_SEED_PAIRS` seed pairs.
+    """
+    best = outcome.best
+    if best is None or not outcome.training:
+        return None
+    name = getattr(outcome, "budget_reference", None) or "efficientvit_m0"
+    ref = next((r for r in outcome.references if r.reference == name), None)
+    pairs = [c.seeds for c in [*outcome.pareto, *outcome.references] if _two_seeds(c)]
+    if ref is None or not _two_seeds(best) or not _two_seeds(ref) or len(pairs) < MIN_SEED_PAIRS:
+        return None
+    noise = float(np.std([a - b for a, b in pairs], ddof=1) / np.sqrt(2))
+    lead = best.objective - ref.objective
+    short = name.removeprefix("efficientvit_").upper()
+    faster = (
+        f"; the pick's latency is {_paired(outcome, best, ref, 'pick')} of {short}'s"
+        if outcome.interleaved is not None and best.slot is not None and ref.slot is not None
+        else ""
+    )
+    measured = (
+        f"{LEAD_SIGMAS:g} x {noise:.1f} points, the noise of comparing two-seed means "
+        f"estimated from this run's {len(pairs)} seed pairs"
+    )
+    if lead > LEAD_SIGMAS * noise:
+        return f"the pick leads {short} by {lead:+.1f} points, beyond {measured}{faster}"
+    if lead < -LEAD_SIGMAS * noise:
+        return f"{short} is better than the pick by {-lead:.1f} points, beyond {measured}{faster}"
+    return (
+        f"{short} is as good as the pick: its lead of {lead:+.1f} points is within {measured}"
+        f"{faster}"
+    )
+
+
+def _two_seeds(c: Any) -> bool:
+    return c.seeds is not None and len(c.seeds) == 2
+
+
 def _accuracy_comparison(outcome: Any) -> str:
     """The pick's accuracy next to every trained reference's, with the paired latency ratio."""
     best = outcome.best
@@ -615,6 +664,9 @@ def _accuracy_comparison(outcome: Any) -> str:
         + (", " + ", ".join(parts) if parts else "")
         + f" ({precisions_note(outcome)})."
     )
+    verdict = lead_verdict(outcome)
+    if verdict:
+        text += f" **Verdict: {verdict}.**"
     if over:
         text += f" Over the budget, so not trained: {', '.join(over)}."
     if iso:

@@ -90,3 +90,41 @@ def test_iso_latency_picks_may_repeat_where_family_picks_stay_distinct():
     assert [c.config.name for _, c in distinct] == ["x", "y"]
     same = pick_family([x, y], [ref_a, ref_b], run, distinct=False)
     assert [c.config.name for _, c in same] == ["x", "x"]
+
+
+def test_a_pick_whose_lead_is_within_the_noise_says_that_m0_is_as_good():
+    """The README's accuracy command on a held-out real dataset reported "pick 13.2 % (seeds
+    14.3 / 12.1), efficientvit_m0 13.4 % (13.1 / 13.7)" and exported the pick as the result."""
+    from types import SimpleNamespace
+
+    from search.report import lead_verdict
+
+    def cand(seeds, reference=None):
+        return SimpleNamespace(
+            objective=sum(seeds) / 2, seeds=seeds, reference=reference, slot=None
+        )
+
+    m0 = cand([13.1, 13.7], "efficientvit_m0")
+    pick = cand([14.3, 12.1])
+    others = [cand([14.0, 12.9]), cand([12.5, 13.6])]
+
+    def outcome(best, budget_reference="efficientvit_m0"):
+        return SimpleNamespace(
+            best=best,
+            training={"epochs": 3},
+            references=[m0],
+            pareto=[best, *others],
+            interleaved=None,
+            budget_reference=budget_reference,
+        )
+
+    line = lead_verdict(outcome(pick))
+    assert line.startswith("M0 is as good as the pick: its lead of -0.2 points is within")
+    assert "from this run's 4 seed pairs" in line
+    clear = cand([24.0, 23.0])
+    assert lead_verdict(outcome(clear)).startswith("the pick leads M0 by +10.1 points, beyond")
+    worse = lead_verdict(outcome(cand([5.0, 6.0])))
+    assert worse.startswith("M0 is better than the pick by 7.9 points, beyond")
+    one_seed = SimpleNamespace(objective=14.0, seeds=None, reference=None, slot=None)
+    assert lead_verdict(outcome(one_seed)) is None  # not confirmed: no two-seed mean
+    assert lead_verdict(SimpleNamespace(best=pick, training=None)) is None  # a proxy
