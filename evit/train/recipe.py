@@ -221,10 +221,12 @@ def choose_recipe(
         )
         lr = recipe.scaled_lr(recipe.batch_size * world_size)
         return recipe, f"recipe {why}: lr {lr:.2e} (linear in the batch), the official settings"
-    batch = batch_size or SHORT_BATCH
-    recipe = short_recipe(epochs or PAPER.epochs, train_images, batch * world_size, finetune)
+    # out-of-range counts are left to Recipe.validate, which names the flag
+    batch = max(1, batch_size or SHORT_BATCH)
+    run_epochs = max(1, epochs or PAPER.epochs)
+    recipe = short_recipe(run_epochs, max(1, train_images), batch * world_size, finetune)
     recipe = recipe.replace(batch_size=batch)
-    steps = recipe.epochs * math.ceil(train_images / (batch * world_size))
+    steps = run_epochs * math.ceil(max(1, train_images) / (batch * world_size))
     return recipe, (
         f"recipe {why}: lr {recipe.lr:.2e} (batch {batch * world_size}), warm-up "
         f"{recipe.warmup_epochs:g} epochs, cosine floor {recipe.min_lr:.1e}, EMA decay "
