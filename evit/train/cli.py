@@ -84,7 +84,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         "--lr",
         type=float,
         help="absolute learning rate (paper: 1e-3 x global batch / 512; short: "
-        f"{SHORT_LR:g} x sqrt(global batch / {SHORT_BATCH}))",
+        f"{SHORT_LR:g} x sqrt(global batch / {SHORT_BATCH}) up to 5 epochs, twice that from 10)",
     )
     p.add_argument(
         "--weight-decay", type=float, help="AdamW weight decay (0.025; 1e-8 with --init)"

@@ -79,17 +79,21 @@ def test_auto_takes_the_paper_recipe_only_for_long_runs_on_big_data(epochs, imag
 
 
 def test_the_short_recipe_follows_the_run_length_and_the_batch():
+    assert short_recipe(epochs=3, train_images=3_000).lr == pytest.approx(SHORT_LR)  # a search's
+    assert short_recipe(epochs=5, train_images=3_000).lr == pytest.approx(SHORT_LR)
+    assert short_recipe(epochs=7, train_images=3_000).lr == pytest.approx(1.4 * SHORT_LR)
+    assert short_recipe(epochs=60, train_images=3_000).lr == pytest.approx(2 * SHORT_LR)
     small = short_recipe(epochs=10, train_images=1_300, batch_size=64)
-    assert small.lr == pytest.approx(SHORT_LR)
+    assert small.lr == pytest.approx(2 * SHORT_LR)
     assert small.warmup_epochs == pytest.approx(0.5)  # 5 % of the run
     assert small.min_lr == pytest.approx(small.lr / 100)
     steps = 10 * math.ceil(1_300 / 64)  # 210
     assert small.ema_decay == pytest.approx(1 - 1 / (SHORT_EMA_HORIZON_SHARE * steps), abs=1e-6)
     long = short_recipe(epochs=60, train_images=30_000, batch_size=64)
     assert long.ema_decay > small.ema_decay and long.warmup_epochs == pytest.approx(3.0)
-    assert short_recipe(10, 1_300, batch_size=256).lr == pytest.approx(2 * SHORT_LR)  # sqrt(4)
-    # the paper's recipe at batch 64 is 16x slower than the short one
-    assert PAPER.scaled_lr(64) == pytest.approx(small.lr / 16)
+    assert short_recipe(10, 1_300, batch_size=256).lr == pytest.approx(4 * SHORT_LR)  # sqrt(4)
+    # the paper's recipe at batch 64 takes a 32x smaller step than the short one
+    assert PAPER.scaled_lr(64) == pytest.approx(small.lr / 32)
     with pytest.raises(ValueError, match="--recipe fast: choose one of auto, paper"):
         choose_recipe("fast", epochs=1, train_images=10, batch_size=None)
 
@@ -107,6 +111,7 @@ def test_the_cli_says_which_recipe_it_chose_and_the_checkpoint_keeps_it(
     assert chose and "auto -> short" in chose[0], chose
     recipe = read_checkpoint_meta(out / "best.pth")["extra"]["recipe"]
     assert recipe["name"] == "short" and recipe["lr"] == pytest.approx(SHORT_LR / 2)  # batch 16
+    # (1 epoch: the few-epoch rate; sqrt(16 / 64) = 1/2)
     paper = tmp_path / "paper"
     assert main([*train_argv(tiny_yaml, shapes, paper, "--epochs", "1"), "--recipe", "paper"]) == 0
     recipe = read_checkpoint_meta(paper / "best.pth")["extra"]["recipe"]
