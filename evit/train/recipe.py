@@ -165,9 +165,10 @@ def short_recipe(
     The learning rate is :data:`SHORT_LR` at batch 64 for runs of up to
     :data:`SHORT_LR_RAMP_EPOCHS` epochs and twice that from twice as many (linear between),
     scaled by the square root of the batch (the linear rule is for large batches); the warm-up
-    is :data:`SHORT_WARMUP_SHARE` of the run; the cosine ends at :data:`SHORT_MIN_LR_SHARE` of the peak; the EMA's decay averages
-    over :data:`SHORT_EMA_HORIZON_SHARE` of the run's steps; augmentation follows the data's
-    size (``auto``). Starting from weights (``finetune``) keeps the weights' scale (weight decay
+    is :data:`SHORT_WARMUP_SHARE` of the run; the cosine ends at :data:`SHORT_MIN_LR_SHARE` of
+    the peak; the EMA's decay averages over :data:`SHORT_EMA_HORIZON_SHARE` of the run's steps;
+    augmentation follows the data's size (``auto``). Starting from weights (``finetune``) keeps
+    the weights' scale (weight decay
     1e-8, as the authors fine-tune).
     """
     if epochs < 1 or train_images < 1 or batch_size < 1:
