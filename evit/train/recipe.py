@@ -168,8 +168,7 @@ def short_recipe(
     is :data:`SHORT_WARMUP_SHARE` of the run; the cosine ends at :data:`SHORT_MIN_LR_SHARE` of
     the peak; the EMA's decay averages over :data:`SHORT_EMA_HORIZON_SHARE` of the run's steps;
     augmentation follows the data's size (``auto``). Starting from weights (``finetune``) keeps
-    the weights' scale (weight decay
-    1e-8, as the authors fine-tune).
+    the weights' scale (weight decay 1e-8, as the authors fine-tune).
     """
     if epochs < 1 or train_images < 1 or batch_size < 1:
         raise ValueError(
