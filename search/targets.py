@@ -370,27 +370,29 @@ def cpu_paths(precision: str | None = None) -> list[tuple[str, str]]:
 CHECK_IMAGES = 16  # random images on which --target auto checks each path's outputs
 
 
-def output_problem(target: Target, config: ModelConfig, images: np.ndarray) -> str | None:
+def output_problem(
+    target: Target,
+    config: ModelConfig,
+    live: evit.EfficientViT,
+    batches: list[np.ndarray],
+    expected: np.ndarray,
+) -> str | None:
     """Does ``target`` compute what its graph says? ``None`` if so, else the reason in words.
 
-    A live copy of ``config`` (every branch contributes, ``evit.live``) is prepared on
-    ``target`` and on ONNX Runtime fp32, and both run ``images``. fp32 and bf16 paths must agree
-    with ONNX Runtime fp32 within ``edge.openvino.TOLERANCE``; an int8 path must agree with its
-    own Q/DQ graph run as written (``edge.quantize.reference_session``): a CPU whose int8
+    ``live`` (a live copy of ``config``: every branch contributes, ``evit.live``) is prepared
+    on ``target`` and runs ``batches``; ``expected`` is ONNX Runtime fp32's output for them.
+    fp32 and bf16 paths must agree with it within ``edge.openvino.TOLERANCE``; an int8 path must
+    agree with its own Q/DQ graph run as written (``edge.quantize.reference_session``) more
+    closely than that graph agrees with fp32 (``edge.quantize.DeployedCheck``): a CPU whose int8
     kernels saturate, or a runtime that misreads the graph, fails here.
     """
     from edge.openvino import TOLERANCE
     from edge.quantize import compare_deployed, logit_agreement, run_reference
-    from evit.live import live_copy
 
     if target.name == "ort-cpu" and target.precision == "fp32":
         return None  # the reference itself
-    live = live_copy(evit.create_model(config).eval(), seed=0)
-    batches = [images[i : i + target.batch] for i in range(0, len(images), target.batch)]
     factory = target.prepare(config, model=live)
     got = _outputs(factory, batches)
-    fp32 = Target("ort-cpu", batch=target.batch, threads=1, workdir=target.workdir)
-    expected = _outputs(fp32.prepare(config, model=live), batches)
     if target.precision == "int8":
         onnx_bytes = getattr(factory, "onnx_bytes", None)
         if onnx_bytes is None:  # an engine: TensorRT is not chosen by this CPU check
@@ -460,11 +462,17 @@ def choose_cpu_target(
     # random normal images, the inputs live_copy re-estimated its BN statistics on: on
     # off-distribution inputs (drawn frames) a live random network amplifies the last bit of
     # fp32 rounding (OpenVINO vs ONNX Runtime fp32 read cosine 0.97 on one of four live M0s)
+    from evit.live import live_copy
+
     size = models[0].img_size
     images = np.random.default_rng(1).standard_normal((CHECK_IMAGES, 3, size, size))
     images = images.astype(np.float32)
+    batches = [images[i : i + batch] for i in range(0, len(images), batch)]
     with device_lock(device_key("cpu"), exclusive=False):
-        problems = [output_problem(t, models[0], images) for t in targets]
+        live = live_copy(evit.create_model(models[0]).eval(), seed=0)
+        reference = Target("ort-cpu", batch=batch, threads=1, workdir=workdir)
+        expected = _outputs(reference.prepare(models[0], model=live), batches)
+        problems = [output_problem(t, models[0], live, batches, expected) for t in targets]
     left_out = [f"{t.name} {t.precision} left out: {p}" for t, p in zip(targets, problems) if p]
     targets = [t for t, p in zip(targets, problems) if p is None]
     if not targets:
