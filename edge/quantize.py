@@ -627,21 +627,12 @@ def run_reference(
 
 
 def activations_of(proto: onnx.ModelProto) -> str:
-    """``uint8`` or ``int8``: the type of the activations' zero points in a Q/DQ graph."""
-    from onnx import numpy_helper
-
-    weights = {
-        i.name for i in proto.graph.initializer if not i.name.endswith(("_scale", "_zero_point"))
-    }
+    """``uint8`` or ``int8``: the type of the activations' zero points in a Q/DQ graph (its
+    QuantizeLinear nodes quantize activations; weights are stored quantized)."""
+    types = {i.name: i.data_type for i in proto.graph.initializer}
     for node in proto.graph.node:
-        if (
-            node.op_type == "QuantizeLinear"
-            and node.input[0] not in weights
-            and len(node.input) > 2
-        ):
-            zp = next((i for i in proto.graph.initializer if i.name == node.input[2]), None)
-            if zp is not None:
-                return "uint8" if numpy_helper.to_array(zp).dtype == np.uint8 else "int8"
+        if node.op_type == "QuantizeLinear" and len(node.input) > 2 and node.input[2] in types:
+            return "int8" if types[node.input[2]] == onnx.TensorProto.INT8 else "uint8"
     return "uint8"
 
 
