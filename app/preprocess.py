@@ -49,8 +49,7 @@ def load_image(source: Any) -> Image.Image:
         image = source
     else:
         image = _open(source)
-    if image.width * image.height > MAX_PIXELS:
-        raise ImageError(f"image of {image.width}x{image.height} pixels is larger than allowed")
+    _check_size(image)
     image = ImageOps.exif_transpose(image)
     return image.convert("RGB")
 
@@ -63,29 +62,39 @@ def _open(source: str | os.PathLike | bytes) -> Image.Image:
     if not data:
         raise ImageError("the file is empty (0 bytes)")
     Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+    with warnings.catch_warnings():  # refused below, in one line, not warned
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        image = _decoding(lambda: Image.open(io.BytesIO(data)))  # reads the header only
+    _check_size(image)  # before decoding: Pillow only warns up to twice its limit
+    _decoding(image.load)
+    return image
+
+
+DECODER_ERRORS = (
+    UnidentifiedImageError,
+    OSError,
+    Image.DecompressionBombError,
+    SyntaxError,
+    EOFError,  # some truncated files end the decoder this way
+    ValueError,  # and some malformed headers this way
+)
+
+
+def _decoding(step: Any) -> Any:
+    """``step()``, with any decoder error as one-line :class:`ImageError`."""
     try:
-        with warnings.catch_warnings():  # refused just below, in one line, not warned
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))  # reads the header only
-        if image.width * image.height > MAX_PIXELS:  # Pillow only warns up to twice its limit
-            raise ImageError(
-                f"image of {image.width}x{image.height} pixels is larger than allowed "
-                f"({MAX_PIXELS:,} pixels)"
-            )
-        image.load()
-    except (
-        UnidentifiedImageError,
-        OSError,
-        Image.DecompressionBombError,
-        SyntaxError,
-        EOFError,  # some truncated files end the decoder this way
-        ValueError,  # and some malformed headers this way
-    ) as e:
-        if isinstance(e, ImageError):
-            raise
+        return step()
+    except DECODER_ERRORS as e:
         reason = str(e).split(" (")[0][:120] or type(e).__name__
         raise ImageError(f"not a readable image ({reason})") from None
-    return image
+
+
+def _check_size(image: Image.Image) -> None:
+    if image.width * image.height > MAX_PIXELS:
+        raise ImageError(
+            f"image of {image.width}x{image.height} pixels is larger than allowed "
+            f"({MAX_PIXELS:,} pixels)"
+        )
 
 
 def resize_shorter(image: Image.Image, size: int) -> Image.Image:
