@@ -26,7 +26,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from app.models import OFFICIAL_HINT, RUNTIMES, ModelChoice, choices_for
+from app.models import OFFICIAL_HINT, RUNTIMES, ModelChoice, available_runtimes, choices_for
 from app.predict import Classifier, ClassifierClosed, describe
 from app.preprocess import ImageError
 
@@ -141,10 +141,17 @@ def _file_path(value: Any) -> Any:
     return getattr(value, "path", value) if value is not None else None
 
 
+def unavailable_note(runtimes: dict[str, str | None]) -> str:
+    """One line per runtime this machine lacks, with the reason (not offered as a choice)."""
+    lines = [f"- `{r}` unavailable here: {why}" for r, why in runtimes.items() if why is not None]
+    return "\n".join(lines)
+
+
 def build_demo(state: DemoState, stream_every: float = 0.1) -> Any:
     """The Gradio Blocks app around ``state``."""
     gr = import_gradio()
     labels_now = list(state.choices)
+    runtimes = available_runtimes()
     with gr.Blocks(title="evit-edge live demo") as demo:
         gr.Markdown("## EfficientViT, live")
         header = gr.Markdown(state.header())
@@ -152,8 +159,11 @@ def build_demo(state: DemoState, stream_every: float = 0.1) -> Any:
         with gr.Row():
             model_pick = gr.Dropdown(labels_now, value=state.classifier.choice.label, label="model")
             runtime_pick = gr.Radio(
-                list(RUNTIMES), value=state.classifier.runtime_name, label="runtime"
+                [r for r, why in runtimes.items() if why is None],
+                value=state.classifier.runtime_name,
+                label="runtime",
             )
+        gr.Markdown(unavailable_note(runtimes), elem_id="unavailable")
         with gr.Row():
             with gr.Column():
                 camera = gr.Image(

@@ -17,9 +17,10 @@ from typing import Any
 
 import numpy as np
 
-from edge.onnxfile import IMAGENET_MEAN, IMAGENET_STD, load_onnx, read_metadata
+from edge.onnxfile import load_onnx, read_metadata
+from evit.config import IMAGENET_MEAN, IMAGENET_STD
 
-RUNTIMES = ("ort", "torch", "trt")
+RUNTIMES = ("ort", "openvino", "torch", "trt")  # every runtime edge has
 VARIANTS = tuple(f"m{i}" for i in range(6))
 IMAGENET_NAMES = Path(__file__).parent / "imagenet_classes.txt"
 OFFICIAL_HINT = "python -m app --model m0 --weights efficientvit_m0.pth"
@@ -210,59 +211,65 @@ def _graph_input_and_classes(path: Path) -> tuple[int, int]:
     return dims[2], out[1]
 
 
+def available_runtimes() -> dict[str, str | None]:
+    """Every runtime ``edge`` has, with None when it runs here or the reason it cannot."""
+    from edge.runtimes import runtime_status
+
+    return {name: runtime_status(name) for name in RUNTIMES}
+
+
 def open_model(choice: ModelChoice, runtime: str, threads: int | None) -> tuple[Any, ModelInfo]:
     """An open runtime on ``choice`` (batch 1) and what to show about it.
 
     Raises:
         ModelError: the runtime cannot run this choice here (one line).
     """
+    from edge.runtimes import RuntimeFactory, runtime_status
+
     if runtime not in RUNTIMES:
         raise ModelError(f"unknown runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}")
-    if choice.path is not None and choice.path.suffix == ".engine":
-        return _open_engine(choice.path), _engine_info(choice.path)
+    engine = choice.path is not None and choice.path.suffix == ".engine"
+    reason = runtime_status("trt" if engine else runtime)
+    if reason is not None:
+        raise ModelError(f"the {'trt' if engine else runtime} runtime is unavailable: {reason}")
+    if engine:
+        return _open(RuntimeFactory("trt", str(choice.path))), _engine_info(choice.path)
     path = exported_path(choice)
     info = model_info(path)
-    if runtime == "ort":
-        from edge.runtimes import OrtRuntime
+    if runtime == "torch":
+        return _open_torch(choice, threads), info
+    if runtime == "trt":
+        from edge.tensorrt import TensorRTUnavailable, build_engine
 
         try:
-            return OrtRuntime(path, batch=1, threads=threads, spinning=False), info
-        except ValueError as e:
-            raise ModelError(str(e)) from None
-    if runtime == "torch":
-        if choice.config is None:
-            raise ModelError(
-                f"the torch runtime needs a config or checkpoint; {choice.label} is an exported "
-                "file (use ort)"
-            )
-        import evit
-        from edge.runtimes import TorchRuntime
+            engine_path = build_engine(path, path.with_suffix(".engine"), batch=1).path
+        except (TensorRTUnavailable, RuntimeError, ValueError) as e:
+            raise ModelError(f"TensorRT could not build {path.name}: {e}") from None
+        return _open(RuntimeFactory("trt", str(engine_path))), info
+    # a server's threads must not spin while idle (see --threads)
+    return _open(RuntimeFactory(runtime, str(path), 1, threads, spinning=False)), info
 
-        model = evit.create_model(_config(choice), weights=choice.weights).eval()
-        shape = (1, 3, model.config.img_size, model.config.img_size)
-        return TorchRuntime(evit.fuse(model), shape, threads=threads), info
-    from edge.tensorrt import TensorRTUnavailable, build_engine, tensorrt_status
 
-    reason = tensorrt_status()
-    if reason is not None:
-        raise ModelError(f"the trt runtime is unavailable: {reason}")
+def _open(factory: Any) -> Any:
     try:
-        engine = build_engine(path, path.with_suffix(".engine"), batch=1)
-    except (TensorRTUnavailable, RuntimeError, ValueError) as e:
-        raise ModelError(f"TensorRT could not build {path.name}: {e}") from None
-    return _open_engine(engine.path), info
+        return factory()
+    except (RuntimeError, ValueError) as e:
+        first = (str(e).splitlines() or [type(e).__name__])[0]
+        raise ModelError(f"cannot run {Path(str(factory.source)).name}: {first}") from None
 
 
-def _open_engine(path: Path) -> Any:
-    from edge.tensorrt import TensorRTUnavailable, TrtRuntime, tensorrt_status
+def _open_torch(choice: ModelChoice, threads: int | None) -> Any:
+    if choice.config is None:
+        raise ModelError(
+            f"the torch runtime needs a config or checkpoint; {choice.label} is an exported "
+            "file (use ort or openvino)"
+        )
+    import evit
+    from edge.runtimes import TorchRuntime
 
-    reason = tensorrt_status()
-    if reason is not None:
-        raise ModelError(f"{path.name} needs TensorRT: {reason}")
-    try:
-        return TrtRuntime(path, batch=1)
-    except (TensorRTUnavailable, RuntimeError, ValueError) as e:
-        raise ModelError(f"cannot run {path.name}: {e}") from None
+    model = evit.create_model(_config(choice), weights=choice.weights).eval()
+    shape = (1, 3, model.config.img_size, model.config.img_size)
+    return TorchRuntime(evit.fuse(model), shape, threads=threads)
 
 
 def _engine_info(path: Path) -> ModelInfo:

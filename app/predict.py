@@ -88,7 +88,7 @@ class Classifier:
 
     Args:
         choice: what to run (see ``app.models``).
-        runtime: ``ort`` (default), ``torch`` or ``trt``.
+        runtime: ``ort`` (default), ``openvino``, ``torch`` or ``trt`` (``app.models.RUNTIMES``).
         threads: CPU threads of the runtime (ONNX Runtime spinning is off, so an idle session
             does not starve the web server sharing the CPU).
         top_k: labels returned.

@@ -102,12 +102,12 @@ def accuracy(args: argparse.Namespace, fp32: onnx.ModelProto, size: int) -> dict
 
 def speed(fp32_files: dict[str, onnx.ModelProto], calib: dict, args: argparse.Namespace) -> dict:
     from edge.latency import measure_interleaved
-    from search.targets import OrtFactory
+    from edge.runtimes import RuntimeFactory
 
     out = {}
     for name, fp32 in fp32_files.items():
         protos = [fp32] + [quantize_variant(fp32, calib[name], v) for v in VARIANTS]
-        factories = [OrtFactory(p.SerializeToString(), 1, args.threads) for p in protos]
+        factories = [RuntimeFactory("ort", p.SerializeToString(), 1, args.threads) for p in protos]
         res = measure_interleaved(
             factories,
             labels=["fp32", *VARIANTS],

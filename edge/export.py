@@ -29,15 +29,8 @@ import onnx
 import torch
 
 import evit
-from edge.onnxfile import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    INPUT_NAME,
-    OUTPUT_NAME,
-    ort_session,
-    set_metadata,
-)
-from evit.config import ModelConfig
+from edge.onnxfile import INPUT_NAME, OUTPUT_NAME, ort_session, set_metadata
+from evit.config import IMAGENET_MEAN, IMAGENET_STD, ModelConfig
 from evit.files import atomic_path
 
 log = logging.getLogger(__name__)

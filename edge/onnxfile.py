@@ -15,8 +15,6 @@ import onnx
 
 from evit.config import ModelConfig
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 INPUT_NAME, OUTPUT_NAME = "image", "logits"
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -209,6 +210,87 @@ class TorchRuntime(Runtime):
         self.model = None
 
 
+FILE_RUNTIMES = ("ort", "openvino", "trt")  # the runtimes that run an exported file
+
+
+def runtime_status(runtime: str) -> str | None:
+    """None when ``runtime`` can run on this machine, else the one-line reason it cannot."""
+    if runtime not in RUNTIMES:
+        raise ValueError(f"unknown runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}")
+    if runtime == "trt":
+        from edge.tensorrt import tensorrt_status
+
+        return tensorrt_status()
+    if runtime == "openvino":
+        from edge.openvino import OpenVinoUnavailable, import_openvino
+
+        try:
+            import_openvino()
+        except OpenVinoUnavailable as e:
+            return str(e)
+    if runtime == "torch":
+        try:
+            import torch  # noqa: F401
+        except ImportError:
+            return "PyTorch is not installed (pip install torch)"
+    return None
+
+
+@dataclass(frozen=True)
+class RuntimeFactory:
+    """Opens a fresh runtime on one exported model: the one place a runtime name becomes a
+    runtime class (``open_runtime``, the search's targets and the demo all come here).
+
+    Picklable, so that a measuring process can be handed one. ``source`` is an ONNX file or its
+    bytes for ``ort`` and ``openvino``, a serialized engine (file or bytes) for ``trt``;
+    ``precision`` is OpenVINO's inference precision (the other runtimes run the file's own).
+    """
+
+    runtime: str
+    source: bytes | str
+    batch: int = 1
+    threads: int | None = None
+    precision: str = "fp32"
+    spinning: bool = True
+    cuda_graph: bool = False
+    label: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.runtime not in FILE_RUNTIMES:
+            raise ValueError(
+                f"runtime {self.runtime!r} does not run an exported file; choose one of "
+                f"{', '.join(FILE_RUNTIMES)}"
+            )
+        if self.precision != "fp32" and self.runtime != "openvino":
+            raise ValueError(
+                f"--precision {self.precision} is for --runtime openvino; {self.runtime} runs "
+                "the file's own precision (export with --fp16 or --int8)"
+            )
+
+    def __call__(self) -> Runtime:
+        if self.runtime == "trt":
+            from edge.tensorrt import TrtRuntime
+
+            engine = self.source
+            if isinstance(engine, str):
+                engine = Path(engine).read_bytes()
+            label = self.label or (self.source if isinstance(self.source, str) else "engine")
+            return TrtRuntime(engine, batch=self.batch, label=label, cuda_graph=self.cuda_graph)
+        if self.runtime == "openvino":
+            from edge.openvino import OpenVinoRuntime
+
+            rt: Runtime = OpenVinoRuntime(
+                self.source, batch=self.batch, threads=self.threads, precision=self.precision
+            )
+        else:
+            rt = OrtRuntime(
+                self.source, batch=self.batch, threads=self.threads, spinning=self.spinning
+            )
+        if self.label is not None:
+            rt.label = self.label
+        return rt
+
+
 def open_runtime(
     model: str | os.PathLike,
     *,
@@ -245,49 +327,39 @@ def open_runtime(
     if suffix in (".onnx", ".engine", ".plan") and not Path(text).is_file():
         raise ValueError(f"model file not found: {text}")
     if kind == "trt":
-        from edge.tensorrt import TrtRuntime, build_engine
-
         if suffix == ".onnx":
-            return TrtRuntime(
-                build_engine(text, out=None, batch=batch).engine_bytes,
-                batch=batch,
-                label=text,
-                cuda_graph=cuda_graph,
-            )
+            from edge.tensorrt import build_engine
+
+            engine = build_engine(text, out=None, batch=batch).engine_bytes
+            return RuntimeFactory("trt", engine, batch, label=text, cuda_graph=cuda_graph)()
         if suffix not in (".engine", ".plan"):
             raise ValueError(
                 "the TensorRT runtime takes a .engine file (build one with "
                 "'python -m edge trt model.onnx') or an .onnx file"
             )
-        return TrtRuntime(Path(text).read_bytes(), batch=batch, label=text, cuda_graph=cuda_graph)
-    if kind == "openvino":
-        from edge.openvino import OpenVinoRuntime
-
+        return RuntimeFactory("trt", text, batch, cuda_graph=cuda_graph)()
+    if kind in ("ort", "openvino"):
         if device != "cpu":
-            raise ValueError("the OpenVINO runtime here is CPU only (--device cpu)")
-        if suffix != ".onnx":
+            raise ValueError(
+                f"the {kind} runtime here is CPU only (--device cpu); use --runtime trt or "
+                "--runtime torch for --device cuda"
+            )
+        if suffix == ".onnx":
+            return RuntimeFactory(
+                kind, text, batch, threads, precision or "fp32", spinning=spinning
+            )()
+        if kind == "openvino":
             raise ValueError(
                 "the OpenVINO runtime takes an .onnx file (python -m edge export MODEL --out "
                 "F.onnx)"
             )
-        return OpenVinoRuntime(text, batch=batch, threads=threads, precision=precision or "fp32")
-    if kind == "ort":
-        if device != "cpu":
-            raise ValueError(
-                "the ONNX Runtime target here is CPU only; use --runtime trt or "
-                "--runtime torch for --device cuda"
-            )
-        if suffix == ".onnx":
-            return OrtRuntime(text, batch=batch, threads=threads, spinning=spinning)
         import tempfile
 
         from edge.export import export_onnx
 
         with tempfile.TemporaryDirectory() as tmp:
             path = export_onnx(text, Path(tmp) / "model.onnx", weights=weights, batch=batch).path
-            rt = OrtRuntime(path, batch=batch, threads=threads, spinning=spinning)
-        rt.label = text
-        return rt
+            return RuntimeFactory(kind, str(path), batch, threads, spinning=spinning, label=text)()
     if suffix in (".onnx", ".engine", ".plan"):
         raise ValueError(f"the torch runtime takes a variant name, YAML or checkpoint, not {text}")
     import evit

@@ -29,6 +29,9 @@ from evit.files import atomic_write_text
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 PATCH_SIZE = 16  # the stem is four stride-2 convolutions
+# the input normalization every model here is trained and exported with (ImageNet statistics)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass(frozen=True)

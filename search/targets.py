@@ -27,7 +27,7 @@ import evit
 from edge.devicelock import device_key
 from edge.export import export_onnx
 from edge.latency import LatencyResult, environment, fingerprint, measure_latency
-from edge.runtimes import OrtRuntime, Runtime, TorchRuntime
+from edge.runtimes import Runtime, RuntimeFactory, TorchRuntime
 from evit.config import ModelConfig
 from evit.fusion import GRAPH_VERSION
 
@@ -76,49 +76,6 @@ def resolve_target(name: str) -> str:
     if name == "torch-cuda" and not _cuda_available():
         raise TargetUnavailable("target torch-cuda unavailable: no CUDA GPU is visible")
     return name
-
-
-@dataclass(frozen=True)
-class OrtFactory:
-    """Opens an ONNX Runtime session on in-memory ONNX bytes (picklable: it can be sent to a
-    fresh measuring process)."""
-
-    onnx_bytes: bytes
-    batch: int
-    threads: int | None
-
-    def __call__(self) -> Runtime:
-        return OrtRuntime(self.onnx_bytes, batch=self.batch, threads=self.threads)
-
-
-@dataclass(frozen=True)
-class OpenVinoFactory:
-    """Compiles in-memory ONNX bytes with OpenVINO on the CPU (picklable)."""
-
-    onnx_bytes: bytes
-    batch: int
-    threads: int | None
-    precision: str
-
-    def __call__(self) -> Runtime:
-        from edge.openvino import OpenVinoRuntime
-
-        return OpenVinoRuntime(
-            self.onnx_bytes, batch=self.batch, threads=self.threads, precision=self.precision
-        )
-
-
-@dataclass(frozen=True)
-class TrtFactory:
-    """Deserializes an engine into a fresh TensorRT runtime (picklable)."""
-
-    engine: bytes
-    batch: int
-
-    def __call__(self) -> Runtime:
-        from edge.tensorrt import TrtRuntime
-
-        return TrtRuntime(self.engine, batch=self.batch)
 
 
 @dataclass
@@ -238,13 +195,12 @@ class Target:
                     optimization_level=self.build_level,
                 ).engine_bytes
                 timings["engine_s"] = time.perf_counter() - start
-                return TrtFactory(engine, self.batch)
+                return RuntimeFactory("trt", engine, self.batch)
             onnx_bytes = path.read_bytes()
         finally:
             path.unlink(missing_ok=True)
-        if self.name == "openvino-cpu":
-            return OpenVinoFactory(onnx_bytes, self.batch, self.threads, self.precision or "fp32")
-        return OrtFactory(onnx_bytes, self.batch, self.threads)
+        precision = self.precision if self.runtime == "openvino" else "fp32"
+        return RuntimeFactory(self.runtime, onnx_bytes, self.batch, self.threads, precision)
 
     def _quantize(self, path: Path, img_size: int) -> None:
         """Rewrite the fp32 file at ``path`` as a Q/DQ int8 graph (uint8 activations for ONNX

@@ -27,11 +27,11 @@ import torch
 from PIL import Image, ImageOps
 from torch.utils.data import Dataset
 
+from evit.config import IMAGENET_MEAN, IMAGENET_STD
+
 log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".pgm", ".tif", ".tiff")
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 EVAL_CROP_PCT = 0.875  # resize to img_size / 0.875 (256 for 224), then centre crop
 AUGMENTATIONS = ("paper", "mild", "none")
 

@@ -281,3 +281,31 @@ def test_ui_handlers_turn_bad_input_into_messages(labelled_onnx):
     labels, _, message = state.classify(np.zeros((0, 5, 3), np.uint8))
     assert labels == {} and "empty or malformed frame" in message
     assert state.predict(b"") == {"error": "the file is empty (0 bytes)"}
+
+
+def test_openvino_serves_the_same_top_classes_as_onnx_runtime(labelled_onnx):
+    pytest.importorskip(
+        "openvino", reason="OpenVINO is not installed (pip install -e '.[openvino]')"
+    )
+    frame = np.random.default_rng(1).integers(0, 255, (120, 160, 3), dtype=np.uint8)
+    choice = choices_for(str(labelled_onnx))[0]
+    ort_result, ov = Classifier(choice, "ort", 1)(frame), Classifier(choice, "openvino", 1)
+    assert ov.runtime_name == "openvino" and type(ov.runtime).__name__ == "OpenVinoRuntime"
+    ov_result = ov(frame)
+    assert list(ov_result.labels) == list(ort_result.labels)
+    for name, p in ort_result.labels.items():
+        assert ov_result.labels[name] == pytest.approx(p, abs=1e-3)
+
+
+def test_runtimes_this_machine_lacks_are_listed_with_their_reason_not_offered(monkeypatch):
+    from app import demo, models
+
+    monkeypatch.setattr(
+        "edge.runtimes.runtime_status",
+        lambda name: "TensorRT is not installed" if name == "trt" else None,
+    )
+    status = models.available_runtimes()
+    assert set(status) == {"ort", "openvino", "torch", "trt"}
+    assert [r for r, why in status.items() if why is None] == ["ort", "openvino", "torch"]
+    assert demo.unavailable_note(status) == "- `trt` unavailable here: TensorRT is not installed"
+    assert demo.unavailable_note({"ort": None}) == ""

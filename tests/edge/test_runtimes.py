@@ -80,3 +80,22 @@ def test_torch_cuda_events_and_graph():
         rt = TorchRuntime(net, (1, 3, 224, 224), device="cuda", cuda_graph=graph)
         host, gpu = rt.timed()
         assert host > 0 and gpu is not None and gpu > 0
+
+
+def test_the_runtime_factory_rejects_what_it_cannot_open():
+    from edge.runtimes import RuntimeFactory
+
+    with pytest.raises(ValueError, match="'torch' does not run an exported file; choose one of"):
+        RuntimeFactory("torch", b"")
+    with pytest.raises(ValueError, match="--precision bf16 is for --runtime openvino"):
+        RuntimeFactory("ort", b"", precision="bf16")
+
+
+def test_runtime_status_names_the_reason_for_a_missing_runtime(monkeypatch):
+    from edge import runtimes
+
+    assert runtimes.runtime_status("ort") is None
+    monkeypatch.setattr("edge.tensorrt.tensorrt_status", lambda: "no GPU")
+    assert runtimes.runtime_status("trt") == "no GPU"
+    with pytest.raises(ValueError, match="unknown runtime 'tvm'"):
+        runtimes.runtime_status("tvm")
