@@ -141,19 +141,26 @@ def test_no_import_cycles_between_modules():
 
 
 def test_every_search_command_in_the_readme_parses():
-    """Each ``python -m search ...`` line of the README is accepted by the CLI's own parser
-    (a renamed or removed flag fails here, not in a user's shell); a misspelt flag does not."""
+    """Each ``python -m search ...`` line of the README and of the search guides is accepted
+    by the CLI's own parser (a renamed or removed flag fails here, not in a user's shell); a
+    misspelt flag does not. tests/test_docs.py parses every other command of the docs."""
     import shlex
 
     from search.cli import build_parser
 
     starts = ("python -m search", ".venv/bin/python -m search", "python3 -m venv")
-    lines = [
-        line.split("#")[0].strip()
-        for line in (ROOT / "README.md").read_text().splitlines()
-        if "-m search --" in line and line.strip().startswith(starts)  # code, not prose
-    ]
+
+    def search_lines(page: str) -> list[str]:
+        return [
+            line.split("#")[0].strip()
+            for line in (ROOT / page).read_text().splitlines()
+            if "-m search --" in line and line.strip().startswith(starts)  # code, not prose
+        ]
+
+    readme = search_lines("README.md")
+    lines = readme + search_lines("docs/getting-started.md") + search_lines("docs/search.md")
     commands = [shlex.split(line.split("-m search", 1)[1]) for line in lines]
+    assert len(readme) >= 2 and any("--time-limit" in line for line in readme)
     assert len(commands) >= 8 and any("--time-limit" in c for c in commands)
     parser = build_parser()
     for argv in commands:
