@@ -16,7 +16,7 @@ import os
 import sys
 from pathlib import Path
 
-from evit.train.recipe import PAPER, RECIPES, SHORT_BATCH, SHORT_LR, choose_recipe
+from evit.train.recipe import PAPER, RECIPES, SHORT_BATCH, SHORT_LR, Recipe, choose_recipe
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +55,19 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         "130 interrupted.",
     )
     p.add_argument("--model", required=True, help="variant (m0..m5), or a YAML config path")
+    add_data_flags(p)
+    p.add_argument("--out", required=True, help="output folder (checkpoints, metrics, plot)")
+    add_recipe_flags(p, img_size_help="input size (default: the config's; windows clip)")
+    p.add_argument("--init", help="inherit weights from this checkpoint (any config; fine-tune)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out exactly")
+    add_process_flags(p)
+    p.add_argument("--amp", action="store_true", help="fp16 mixed precision (CUDA)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--sync-bn", action="store_true", help="synchronized BatchNorm (CUDA, DDP)")
+
+
+def add_data_flags(p: argparse.ArgumentParser) -> None:
+    """``--data``, ``--val``, ``--val-fraction``: the image folders of a training run."""
     p.add_argument(
         "--data",
         required=True,
@@ -65,7 +78,11 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--val-fraction", type=float, default=0.1, help="held out per class when splitting (0.1)"
     )
-    p.add_argument("--out", required=True, help="output folder (checkpoints, metrics, plot)")
+
+
+def add_recipe_flags(p: argparse.ArgumentParser, img_size_help: str) -> None:
+    """``--recipe`` and the flags that change one of its settings (read by
+    :func:`recipe_from_args`)."""
     p.add_argument(
         "--recipe",
         choices=RECIPES,
@@ -94,7 +111,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         type=float,
         help="warm-up epochs (paper 5, at most 1/5 of the run; short: 5 %% of the run)",
     )
-    p.add_argument("--img-size", type=int, help="input size (default: the config's; windows clip)")
+    p.add_argument("--img-size", type=int, help=img_size_help)
     p.add_argument(
         "--aug",
         choices=("auto", "paper", "mild", "none"),
@@ -108,15 +125,14 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ema-decay", type=float, help="EMA decay (0.99996, warm-up ramp; 0 = off)")
     p.add_argument("--clip-grad", type=float, help="adaptive gradient clipping (0.02; 0 = off)")
     p.add_argument("--seed", type=int, help="seed of init, order, augmentation, split (0)")
-    p.add_argument("--init", help="inherit weights from this checkpoint (any config; fine-tune)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out exactly")
+
+
+def add_process_flags(p: argparse.ArgumentParser) -> None:
+    """Where and how a training process runs: workers, device, threads, bad images, bars."""
     p.add_argument(
         "--workers", type=int, help="DataLoader workers (default: 0 on the CPU, 8 on CUDA)"
     )
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
-    p.add_argument("--amp", action="store_true", help="fp16 mixed precision (CUDA)")
-    p.add_argument("--compile", action="store_true", help="torch.compile the model")
-    p.add_argument("--sync-bn", action="store_true", help="synchronized BatchNorm (CUDA, DDP)")
     p.add_argument("--threads", type=int, help="PyTorch CPU threads")
     p.add_argument(
         "--max-bad-images",
@@ -162,9 +178,9 @@ def run_data(args: argparse.Namespace) -> int:
     return 0
 
 
-def _recipe_from_args(args: argparse.Namespace):
-    """The recipe ``--recipe`` resolves to for this data and run, with the flags given on top;
-    the resolution is logged."""
+def recipe_from_args(args: argparse.Namespace) -> Recipe:
+    """The recipe ``--recipe`` resolves to for this data and run, with the flags given on top
+    (those of :func:`add_recipe_flags`); the resolution is logged."""
     from evit.train.data import resolve_data
 
     split = resolve_data(args.data, args.val, args.val_fraction, args.seed or 0)
@@ -173,7 +189,7 @@ def _recipe_from_args(args: argparse.Namespace):
         epochs=args.epochs,
         train_images=len(split.train),
         batch_size=args.batch_size,
-        finetune=bool(args.init),
+        finetune=bool(getattr(args, "init", None)),
         world_size=int(os.environ.get("WORLD_SIZE", "1")),
     )
     log.info("%s", why)
@@ -196,7 +212,8 @@ def _recipe_from_args(args: argparse.Namespace):
     return recipe.replace(**{k: v for k, v in changes.items() if v is not None}).validate()
 
 
-def _setup_logging() -> None:
+def setup_logging() -> None:
+    """Messages of the main process at INFO on stderr; the other processes' warnings only."""
     rank = int(os.environ.get("RANK", "0"))
     logging.basicConfig(
         level=logging.INFO if rank == 0 else logging.WARNING,
@@ -205,26 +222,30 @@ def _setup_logging() -> None:
     )
 
 
-def run_train(args: argparse.Namespace) -> int:
+def default_workers(args: argparse.Namespace) -> int:
+    """``--workers``, else 0 on the CPU (decoding in the training process) and 8 on CUDA."""
     import torch
 
+    if args.workers is not None:
+        return args.workers
+    cuda = (args.device or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cuda")
+    return min(8, os.cpu_count() or 1) if cuda else 0
+
+
+def run_train(args: argparse.Namespace) -> int:
     from evit.train.loop import TrainOptions, train
 
-    _setup_logging()
-    cuda = (args.device or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cuda")
-    workers = (
-        args.workers if args.workers is not None else (min(8, os.cpu_count() or 1) if cuda else 0)
-    )
+    setup_logging()
     options = TrainOptions(
         model=args.model,
         data=args.data,
         out=args.out,
-        recipe=_recipe_from_args(args),
+        recipe=recipe_from_args(args),
         val=args.val,
         val_fraction=args.val_fraction,
         init=args.init,
         resume=args.resume,
-        workers=workers,
+        workers=default_workers(args),
         device=args.device,
         amp=args.amp,
         compile=args.compile,

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
@@ -77,3 +78,34 @@ def broadcast_flag(flag: bool, info: DistInfo) -> bool:
 def barrier(info: DistInfo) -> None:
     if info.enabled:
         dist.barrier()
+
+
+def average_gradients(parameters: Iterable[torch.Tensor], info: DistInfo) -> None:
+    """Average the gradients over processes, in one flat all-reduce; a no-op in one process.
+
+    For loops that run several backward passes per step outside ``DistributedDataParallel``
+    (the supernet's sandwich rule). Parameters without a gradient are left out, so every
+    process must have the same ones (the same sub-networks): the flat buffers would not line
+    up otherwise.
+    """
+    if not info.enabled:
+        return
+    grads = [p.grad for p in parameters if p.grad is not None]
+    if not grads:
+        return
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+    flat /= info.world_size
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset : offset + g.numel()].view_as(g))
+        offset += g.numel()
+
+
+def same_on_every_process(value: int, info: DistInfo) -> bool:
+    """Whether an integer (a hash of something every process must agree on) is the same on all."""
+    if not info.enabled:
+        return True
+    t = torch.tensor([value, -value], dtype=torch.int64, device=info.device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return int(t[0]) == value and -int(t[1]) == value

@@ -40,7 +40,9 @@ from evit.train.data import (
     DECODED,
     BadImageCounter,
     DataError,
+    DecodedImages,
     ImageDataset,
+    Sample,
     collate,
     resolve_data,
     sample_seed,
@@ -215,13 +217,7 @@ class _Run:
             )
         if o.resume and o.init:
             raise TrainError("--resume continues a run; --init starts one: give only one")
-        global_batch = self.recipe.batch_size * self.info.world_size
-        if len(self.data.train) < global_batch:
-            raise TrainError(
-                f"{len(self.data.train)} training images are fewer than the global batch "
-                f"{global_batch} (--batch-size {self.recipe.batch_size} x "
-                f"{self.info.world_size} process(es)); lower --batch-size"
-            )
+        check_global_batch(len(self.data.train), self.recipe.batch_size, self.info.world_size)
 
     def _inherit(self, checkpoint: str | os.PathLike) -> None:
         """Weights from another config, then BN statistics re-estimated on training images."""
@@ -258,76 +254,28 @@ class _Run:
         return config.validate()
 
     def _train_loader(self) -> DataLoader:
-        r, info = self.recipe, self.info
-        self.train_set = ImageDataset(
+        self.train_set, self.sampler, loader = make_train_loader(
             self.data.train,
-            train_transform(self.config.img_size, self.aug, r.rand_augment, r.random_erasing),
-            seed=r.seed,
-            images=self.images,
+            self.config.img_size,
+            self.aug,
+            self.recipe,
+            self.info,
+            self.options.workers,
+            self.images,
         )
-        # one sampler in every case, so that 1 and N processes draw the same permutation
-        self.sampler = DistributedSampler(
-            self.train_set,
-            num_replicas=info.world_size,
-            rank=info.rank,
-            shuffle=True,
-            seed=r.seed,
-            drop_last=True,
-        )
-        return DataLoader(
-            self.train_set,
-            batch_size=r.batch_size,
-            sampler=self.sampler,
-            num_workers=self.options.workers,
-            collate_fn=collate,
-            pin_memory=info.device.type == "cuda",
-            drop_last=True,
-        )
+        return loader
 
     def _build_optimization(self) -> None:
-        from timm.data import Mixup
-        from timm.loss import SoftTargetCrossEntropy
-        from timm.optim import create_optimizer_v2
-        from timm.scheduler import CosineLRScheduler
         from timm.utils import ModelEmaV3
 
         r, info = self.recipe, self.info
-        self.lr = r.scaled_lr(r.batch_size * info.world_size)
-        self.optimizer = create_optimizer_v2(
-            self.model, "adamw", lr=self.lr, weight_decay=r.weight_decay
-        )
-        warmup = round(r.warmup_epochs * self.steps_per_epoch)
-        if warmup > self.total_steps // 5:
-            log.info(
-                "warm-up capped at a fifth of the run: %d of %d steps",
-                self.total_steps // 5,
-                self.total_steps,
-            )
-            warmup = self.total_steps // 5
-        self.scheduler = CosineLRScheduler(
-            self.optimizer,
-            t_initial=self.total_steps,
-            lr_min=r.min_lr,
-            warmup_t=warmup,
-            warmup_lr_init=r.warmup_lr,
-            t_in_epochs=False,
+        self.lr, self.optimizer, self.scheduler = make_optimization(
+            self.model, r, r.batch_size * info.world_size, self.steps_per_epoch
         )
         self.ema = (
             ModelEmaV3(self.model, decay=r.ema_decay, use_warmup=True) if r.ema_decay else None
         )
-        self.mixup = None
-        if self.aug == "paper" and (r.mixup > 0 or r.cutmix > 0):
-            self.mixup = Mixup(
-                mixup_alpha=r.mixup,
-                cutmix_alpha=r.cutmix,
-                label_smoothing=r.label_smoothing,
-                num_classes=self.config.num_classes,
-            )
-        self.criterion: nn.Module = (
-            SoftTargetCrossEntropy()
-            if self.mixup
-            else nn.CrossEntropyLoss(label_smoothing=r.label_smoothing)
-        )
+        self.mixup, self.criterion = make_loss(r, self.aug, self.config.num_classes)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.options.amp)
         net: nn.Module = self.model
         if self.options.sync_bn:
@@ -342,21 +290,7 @@ class _Run:
     # --- resume ------------------------------------------------------------------------------
 
     def _read_last(self) -> dict[str, Any] | None:
-        """``last.pth`` when resuming; refuse to overwrite a run without ``--resume``."""
-        last = self.out / LAST
-        if not self.options.resume:
-            if last.exists():
-                raise TrainError(
-                    f"{self.out} already holds a run ({LAST}); pass --resume to continue it "
-                    "or choose another --out"
-                )
-            return None
-        if not last.exists():
-            raise TrainError(f"--resume: no {LAST} in {self.out} to continue from")
-        try:
-            return torch.load(last, map_location="cpu", weights_only=True)
-        except Exception as e:  # torch raises many types for a damaged file
-            raise TrainError(f"--resume: cannot read {last} ({type(e).__name__})") from None
+        return read_last(self.out, self.options.resume)
 
     def _check_resume(self, obj: dict[str, Any]) -> dict[str, Any]:
         """The saved run must be of this architecture and these classes."""
@@ -484,15 +418,7 @@ class _Run:
     def _progress(self, epoch: int) -> Any:
         if not (self.options.progress and self.info.is_main):
             return None
-        from tqdm import tqdm
-
-        return tqdm(
-            total=self.steps_per_epoch,
-            desc=f"epoch {epoch + 1}/{self.recipe.epochs}",
-            unit="step",
-            leave=False,
-            dynamic_ncols=True,
-        )
+        return progress_bar(self.steps_per_epoch, f"epoch {epoch + 1}/{self.recipe.epochs}")
 
     def _validate(
         self, epoch: int, train_loss: float, images_per_s: float, seconds: float
@@ -573,6 +499,142 @@ class _Run:
         atomic_write_text(self.out / METRICS, "".join(json.dumps(h) + "\n" for h in self.history))
         if self.options.curves:
             write_curves(self.history, self.out / CURVES, self.config.name)
+
+
+# --- pieces shared with other training loops (evit.supernet.loop) -------------------------------
+
+
+def check_global_batch(train_images: int, batch_size: int, world_size: int) -> None:
+    """Refuse a global batch larger than the training set (no full step would run)."""
+    global_batch = batch_size * world_size
+    if train_images < global_batch:
+        raise TrainError(
+            f"{train_images} training images are fewer than the global batch "
+            f"{global_batch} (--batch-size {batch_size} x {world_size} process(es)); "
+            "lower --batch-size"
+        )
+
+
+def read_last(out: Path, resume: bool, name: str = LAST) -> dict[str, Any] | None:
+    """The checkpoint ``out/name`` when resuming; refuse to overwrite a run without resume.
+
+    Raises:
+        TrainError: a run is there and ``resume`` is False; or ``resume`` and there is no
+            readable checkpoint.
+    """
+    last = out / name
+    if not resume:
+        if last.exists():
+            raise TrainError(
+                f"{out} already holds a run ({name}); pass --resume to continue it "
+                "or choose another --out"
+            )
+        return None
+    if not last.exists():
+        raise TrainError(f"--resume: no {name} in {out} to continue from")
+    try:
+        return torch.load(last, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many types for a damaged file
+        raise TrainError(f"--resume: cannot read {last} ({type(e).__name__})") from None
+
+
+def make_train_loader(
+    samples: list[Sample],
+    img_size: int,
+    aug: str,
+    recipe: Recipe,
+    info: DistInfo,
+    workers: int,
+    images: DecodedImages | None = None,
+) -> tuple[ImageDataset, DistributedSampler, DataLoader]:
+    """The training set (augmented per sample from the recipe's seed), its sampler and loader.
+
+    One ``DistributedSampler`` in every case, so that 1 and N processes draw the same
+    permutation; full batches only.
+    """
+    dataset = ImageDataset(
+        samples,
+        train_transform(img_size, aug, recipe.rand_augment, recipe.random_erasing),
+        seed=recipe.seed,
+        images=images,
+    )
+    sampler = DistributedSampler(
+        dataset,
+        num_replicas=info.world_size,
+        rank=info.rank,
+        shuffle=True,
+        seed=recipe.seed,
+        drop_last=True,
+    )
+    loader = DataLoader(
+        dataset,
+        batch_size=recipe.batch_size,
+        sampler=sampler,
+        num_workers=workers,
+        collate_fn=collate,
+        pin_memory=info.device.type == "cuda",
+        drop_last=True,
+    )
+    return dataset, sampler, loader
+
+
+def make_optimization(
+    model: nn.Module, recipe: Recipe, global_batch: int, steps_per_epoch: int
+) -> tuple[float, torch.optim.Optimizer, Any]:
+    """AdamW (no decay on norms, biases and ``model.no_weight_decay()``) and the cosine
+    schedule with warm-up (capped at a fifth of the run), stepped once per optimizer step.
+
+    Returns:
+        The peak learning rate, the optimizer and the scheduler (``step_update(step)``).
+    """
+    from timm.optim import create_optimizer_v2
+    from timm.scheduler import CosineLRScheduler
+
+    r = recipe
+    lr = r.scaled_lr(global_batch)
+    optimizer = create_optimizer_v2(model, "adamw", lr=lr, weight_decay=r.weight_decay)
+    total_steps = r.epochs * steps_per_epoch
+    warmup = round(r.warmup_epochs * steps_per_epoch)
+    if warmup > total_steps // 5:
+        log.info(
+            "warm-up capped at a fifth of the run: %d of %d steps", total_steps // 5, total_steps
+        )
+        warmup = total_steps // 5
+    scheduler = CosineLRScheduler(
+        optimizer,
+        t_initial=total_steps,
+        lr_min=r.min_lr,
+        warmup_t=warmup,
+        warmup_lr_init=r.warmup_lr,
+        t_in_epochs=False,
+    )
+    return lr, optimizer, scheduler
+
+
+def make_loss(recipe: Recipe, aug: str, num_classes: int) -> tuple[Any, nn.Module]:
+    """timm's mixup/cutmix (``paper`` augmentation with an alpha > 0, else None) and the
+    matching loss: soft-target cross entropy after mixing, else label-smoothed cross entropy.
+    """
+    from timm.data import Mixup
+    from timm.loss import SoftTargetCrossEntropy
+
+    r = recipe
+    if aug == "paper" and (r.mixup > 0 or r.cutmix > 0):
+        mixup = Mixup(
+            mixup_alpha=r.mixup,
+            cutmix_alpha=r.cutmix,
+            label_smoothing=r.label_smoothing,
+            num_classes=num_classes,
+        )
+        return mixup, SoftTargetCrossEntropy()
+    return None, nn.CrossEntropyLoss(label_smoothing=r.label_smoothing)
+
+
+def progress_bar(total: int, desc: str) -> Any:
+    """A tqdm bar of ``total`` steps that disappears when closed."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="step", leave=False, dynamic_ncols=True)
 
 
 def optimization_step(
