@@ -7,6 +7,8 @@ Examples:
     python -m evit data synthetic data/shapes --classes 10 --per-class 300 --size 64
     python -m evit train --model m0 --data data/shapes --img-size 64 --epochs 10 --out runs/m0
     python -m evit eval --weights runs/m0/best.pth --data data/shapes
+    python -m evit supernet train --space search/accuracy_space.yaml --data data/shapes \
+        --img-size 64 --epochs 10 --out runs/supernet
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import sys
 
 from evit.config import list_variants, load_config
 from evit.costs import model_costs
+from evit.supernet import cli as supernet_cli
 from evit.train import cli as train_cli
 
 
@@ -86,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--batch", type=int, default=1, help="batch size for MACs/bytes (default 1)")
     info.add_argument("--json", action="store_true", help="machine-readable output")
     train_cli.add_parsers(sub)
+    supernet_cli.add_parsers(sub)
     return parser
 
 
@@ -101,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
             return train_cli.run_eval(args)
         if args.command == "data":
             return train_cli.run_data(args)
+        if args.command == "supernet":
+            return supernet_cli.run(args)
         if args.batch < 1:
             raise ValueError(f"--batch={args.batch}: must be >= 1")
         return _info(args)
@@ -108,11 +114,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        hint = (
-            "; the last finished epoch is in last.pth (continue with --resume)"
-            if args.command == "train"
-            else ""
-        )
+        saved = {"train": "last.pth", "supernet": "supernet.pth"}.get(args.command)
+        hint = f"; the last finished epoch is in {saved} (continue with --resume)" if saved else ""
         print(f"interrupted{hint}", file=sys.stderr)
         return 130
 

@@ -17,7 +17,7 @@ from torch import nn
 
 from evit.config import ModelConfig
 from evit.inherit import recalibrate_batchnorm
-from evit.supernet.network import Supernet
+from evit.supernet.network import SubNetwork, Supernet
 
 
 def recalibrate_bn(model: nn.Module, batches: Iterable[torch.Tensor]) -> int:
@@ -63,6 +63,9 @@ def sandwich_step(
     sample_configs: Sequence[ModelConfig],
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     distill: bool = True,
+    *,
+    before_step: Callable[[], None] | None = None,
+    subnet: Callable[[ModelConfig], SubNetwork] | None = None,
 ) -> SandwichLosses:
     """One training step of the sandwich rule on the shared weights.
 
@@ -80,26 +83,35 @@ def sandwich_step(
         sample_configs: the other sub-networks of this step, e.g. the smallest and two random.
         loss_fn: the hard-label loss, ``loss_fn(logits, labels)``.
         distill: sub-networks learn the largest's predictions rather than the labels.
+        before_step: called once every gradient is accumulated, before the optimizer steps
+            (to average gradients over processes, or clip them).
+        subnet: builds the sub-network of a config (default ``supernet.subnet``); a training
+            loop passes one that keeps the sub-networks it runs every step (building one costs
+            about a forward pass of a small batch).
     """
+    build = subnet if subnet is not None else supernet.subnet
     supernet.train()
     optimizer.zero_grad(set_to_none=True)
-    largest = supernet.subnet(supernet.max_config)
-    logits = largest(_resized(images, supernet.max_config.img_size))  # (B, num_classes)
+    largest = build(supernet.max_config).train()
+    logits = largest(resized(images, supernet.max_config.img_size))  # (B, num_classes)
     loss = loss_fn(logits, labels)
     loss.backward()
     soft_labels = logits.detach().softmax(dim=-1)
     others = []
     for config in sample_configs:
-        sub = supernet.subnet(config)
-        out = sub(_resized(images, config.img_size))
+        sub = build(config).train()
+        out = sub(resized(images, config.img_size))
         sub_loss = soft_cross_entropy(out, soft_labels) if distill else loss_fn(out, labels)
         sub_loss.backward()  # accumulates; frees this sub-network's graph before the next
         others.append(sub_loss.item())
+    if before_step is not None:
+        before_step()
     optimizer.step()
     return SandwichLosses(loss.item(), tuple(others))
 
 
-def _resized(images: torch.Tensor, size: int) -> torch.Tensor:
+def resized(images: torch.Tensor, size: int) -> torch.Tensor:
+    """(B, C, H, W) -> (B, C, size, size), bilinear; the same tensor when already that size."""
     if tuple(images.shape[-2:]) == (size, size):
         return images
     return F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False)
