@@ -21,7 +21,8 @@ from optuna.trial import TrialState
 import search.prefilter
 from benchmarks.common import RESULTS, save
 from edge.devicelock import device_lock
-from search.study import SearchOptions, SearchRun, run_search
+from search.options import SearchOptions
+from search.study import run_search
 
 
 def one_margin(margin: float, args: argparse.Namespace) -> dict:
@@ -44,13 +45,12 @@ def one_margin(margin: float, args: argparse.Namespace) -> dict:
     for t in skipped:
         rules["MAC floor" if "MAC floor" in t.user_attrs["prefilter_reason"] else "dominance"] += 1
     sample = random.Random(0).sample(skipped, min(args.sample, len(skipped)))
-    run = SearchRun(opts)
     fit_median = fit_ci = 0
     rows = []
     for t in sample:
-        config = run.space.config_from_params(t.params)
-        with device_lock(run.target.device_key):
-            r = run.target.measure(config)
+        config = outcome.space.config_from_params(t.params)
+        with device_lock(outcome.target.device_key):
+            r = outcome.target.measure(config)
         fit_median += r.median_ms <= args.budget_ms
         fit_ci += r.ci_high_ms <= args.budget_ms
         rows.append(

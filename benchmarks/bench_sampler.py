@@ -21,8 +21,8 @@ import optuna
 
 import evit
 from benchmarks.common import save
+from search.context import make_sampler
 from search.space import load_space, reference_configs
-from search.study import make_sampler
 
 
 def features(config) -> list[float]:

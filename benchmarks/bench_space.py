@@ -81,8 +81,9 @@ def _row(outcome: Any, args: argparse.Namespace, data: Path, seconds: float) -> 
 def run_accuracy(args: argparse.Namespace) -> dict[str, Any]:
     from benchmarks.bench_proxies import ensure_data
     from search.accuracy import TrainBudget
+    from search.options import SearchOptions
     from search.space import ACCURACY_SPACE
-    from search.study import SearchOptions, run_search
+    from search.study import run_search
 
     data = ensure_data(args.data)
     space = yaml.safe_load(ACCURACY_SPACE.read_text())
@@ -109,7 +110,8 @@ def run_accuracy(args: argparse.Namespace) -> dict[str, Any]:
 
 def run_default(args: argparse.Namespace) -> dict[str, Any]:
     from benchmarks.bench_proxies import ensure_data
-    from search.study import SearchOptions, run_search
+    from search.options import SearchOptions
+    from search.study import run_search
 
     data = ensure_data(args.data)
     out = RESULTS / f"space-default-{args.objective}"

@@ -18,24 +18,21 @@ import math
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import optuna
 
 from edge.openvino import OpenVinoUnavailable
 from edge.tensorrt import TensorRTUnavailable
+from search import keys
 from search.accuracy import TrainBudget
+from search.context import RunContext, Seams, counted_trials
+from search.measure import NothingFits
 from search.objectives import ACCURACY, OBJECTIVE_NAMES
+from search.options import DEFAULT_TIME_LIMIT_S, SAMPLERS, SearchOptions, SearchOutcome
 from search.report import budget_rule, lead_verdict, precisions_note
-from search.study import (
-    SAMPLERS,
-    NothingFits,
-    SearchOptions,
-    SearchOutcome,
-    counted_trials,
-    run_search,
-)
+from search.study import run_search
 from search.targets import TARGETS, TargetUnavailable
+from search.timeplan import TimePlan
 
 DEFAULT_TIMEOUT_S = 330.0
 
@@ -44,11 +41,16 @@ class Progress:
     """A tqdm bar: trials done, best feasible so far, time left."""
 
     def __init__(
-        self, run: Any, study: optuna.Study, total: int | None, timeout: float | None
+        self,
+        ctx: RunContext,
+        plan: TimePlan,
+        study: optuna.Study,
+        total: int | None,
+        timeout: float | None,
     ) -> None:
         from tqdm import tqdm
 
-        self.run = run
+        self.ctx, self.plan = ctx, plan
         self.timeout = timeout
         self.start = time.monotonic()
         self.bar = tqdm(
@@ -57,18 +59,18 @@ class Progress:
             unit="trial",
             file=sys.stderr,
             dynamic_ncols=True,
-            desc=f"search {run.opts.budget_ms:g} ms",
+            desc=f"search {ctx.budget_ms:g} ms",
         )
         self.best: tuple[float, float] | None = None
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         attrs = trial.user_attrs
-        if "rejected" in attrs:  # by a shape rule, before anything ran: not a trial to count
+        if keys.REJECTED in attrs:  # by a shape rule, before anything ran: not a trial to count
             return
         if (
             trial.state == optuna.trial.TrialState.COMPLETE
-            and attrs.get("latency_source") in ("measured", "cache")
-            and trial.values[1] <= self.run.opts.budget_ms
+            and keys.was_measured(attrs)
+            and trial.values[1] <= self.ctx.budget_ms
             and (self.best is None or trial.values[0] > self.best[0])
         ):
             self.best = (trial.values[0], trial.values[1])
@@ -77,18 +79,18 @@ class Progress:
             value = self.best[0]
             shown = (
                 f"{value / 1e6:.2f}M"
-                if self.run.objective.name in ("params", "macs")
+                if self.ctx.objective.name in ("params", "macs")
                 else f"{value:.1f}%"
-                if self.run.budget is not None
+                if self.ctx.train is not None
                 else f"{value:.3g}"
             )
-            parts.append(f"best {self.run.objective.name} {shown} @ {self.best[1]:.2f} ms")
+            parts.append(f"best {self.ctx.objective.name} {shown} @ {self.best[1]:.2f} ms")
         else:
             parts.append("no feasible yet")
         if self.timeout is not None:
             left = max(0.0, self.timeout - (time.monotonic() - self.start))
             parts.append(f"{left:.0f} s left")
-        limit = self.run.time_left()
+        limit = self.plan.time_left()
         if limit is not None:
             parts.append(f"{max(limit, 0.0):.0f} s left of --time-limit")
         self.bar.set_postfix_str(", ".join(parts), refresh=False)
@@ -111,12 +113,8 @@ def budget_arg(text: str) -> float | str:
         ) from None
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m search",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+def _target_args(p: argparse.ArgumentParser) -> None:
+    """The budget and where it is measured."""
     p.add_argument(
         "--budget-ms",
         type=budget_arg,
@@ -130,8 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
         choices=TARGETS,
         default="auto",
         help="where latency is measured: auto = TensorRT if it and a GPU are present, else "
-        "the fastest CPU path (ONNX Runtime fp32/int8, OpenVINO fp32/bf16 when installed) "
-        "by M0 and M5 measured at start-up (default auto)",
+        "the fastest CPU path (ONNX Runtime fp32/int8, OpenVINO fp32/bf16/int8 when installed) "
+        "for the two models nearest the budget, measured at start-up (default auto)",
     )
     p.add_argument(
         "--precision",
@@ -144,6 +142,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--threads", type=int, help="CPU threads for ort-cpu/torch-cpu (default: all usable cores)"
     )
+    p.add_argument(
+        "--measure-seconds",
+        type=float,
+        default=2.0,
+        help="time cap of one trial's latency measurement (default 2)",
+    )
+    p.add_argument(
+        "--drift-retries",
+        type=int,
+        default=2,
+        help="repeat the final re-measurement up to N times (a minute apart) while M0-M5 "
+        "read more than 1.25x off their trial latencies, keeping the closest run (default 2)",
+    )
+
+
+def _stopping_args(p: argparse.ArgumentParser) -> None:
+    """When the trials, and the whole run, end."""
     stop = p.add_mutually_exclusive_group()
     stop.add_argument(
         "--trials", type=int, help="stop after this many trials in the study (all workers together)"
@@ -159,11 +174,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--time-limit",
         type=float,
         metavar="SECONDS",
-        help="the whole run's wall-clock time, final phase included: the trial loop stops "
-        "when the time left covers only another trial and the final re-measurement, "
-        "confirmation and outputs (estimated from this run's own timings); drift re-measurements "
-        "are skipped when they do not fit",
+        help="the whole run's wall-clock time, target choice and final phase included: the "
+        "trial loop stops when the time left covers only another trial and the final "
+        "re-measurement, confirmation and outputs (estimated from this run's own timings); "
+        "drift re-measurements are skipped when they do not fit (default "
+        f"{DEFAULT_TIME_LIMIT_S:g} s unless --trials is given)",
     )
+
+
+def _accuracy_args(p: argparse.ArgumentParser) -> None:
+    """The objective, and the accuracy objective's training."""
     p.add_argument(
         "--objective",
         choices=OBJECTIVE_NAMES,
@@ -227,6 +247,10 @@ def build_parser() -> argparse.ArgumentParser:
         "the most accurate candidate within M0's latency again with another seed, and pick by "
         f"the mean of both (default {TrainBudget.confirm}; 0 = off)",
     )
+
+
+def _study_args(p: argparse.ArgumentParser) -> None:
+    """The space, the study and the outputs."""
     p.add_argument(
         "--space",
         help="search space YAML (default: the shipped space, which reaches below M0 and above M5)",
@@ -242,7 +266,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="study name; re-running with the same storage and study "
         "resumes it (default: from target, batch, threads, budget, objective)",
     )
-    p.add_argument("--seed", type=int, default=0, help="sampler seed (default 0)")
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the sampler and of every candidate's training (default 0)",
+    )
     p.add_argument(
         "--sampler",
         choices=SAMPLERS,
@@ -256,21 +285,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="also pick S0-S5: the best configs at the re-measured latencies of "
         "M0-M5 (give a budget above M5's latency)",
     )
-    p.add_argument(
-        "--measure-seconds",
-        type=float,
-        default=2.0,
-        help="time cap of one trial's latency measurement (default 2)",
-    )
-    p.add_argument(
-        "--drift-retries",
-        type=int,
-        default=2,
-        help="repeat the final re-measurement up to N times (a minute apart) while M0-M5 "
-        "read more than 1.25x off their trial latencies, keeping the closest run (default 2)",
-    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m search",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    for add in (_target_args, _stopping_args, _accuracy_args, _study_args):
+        add(p)
     return p
 
 
@@ -316,13 +342,12 @@ def _print_summary(o: SearchOutcome) -> None:
     print(f"outputs: {o.out}/ ({', '.join(files)})")
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
-    optuna.logging.set_verbosity(optuna.logging.INFO if args.verbose else optuna.logging.ERROR)
+def options_from_args(args: argparse.Namespace) -> SearchOptions:
+    """The run's options from parsed flags (checked later by ``SearchOptions.check``).
+
+    Raises:
+        ValueError: ``--init`` without the accuracy objective.
+    """
     timeout = (
         args.timeout
         if args.timeout is not None
@@ -345,10 +370,9 @@ def main(argv: list[str] | None = None) -> int:
             confirm=args.confirm,
         )
     elif args.init is not None and args.objective != ACCURACY:
-        print("error: --init is for --objective accuracy (with --data)", file=sys.stderr)
-        return 2
+        raise ValueError("--init is for --objective accuracy (with --data)")
     reference = args.budget_ms if isinstance(args.budget_ms, str) else None
-    opts = SearchOptions(
+    return SearchOptions(
         budget_ms=math.nan if reference else args.budget_ms,
         budget_reference=reference,
         target=args.target,
@@ -370,33 +394,17 @@ def main(argv: list[str] | None = None) -> int:
         drift_retries=args.drift_retries,
         time_limit=args.time_limit,
     )
-    factory = (
-        None
-        if args.no_progress
-        else (lambda run, study: Progress(run, study, args.trials, timeout))
-    )
-    try:
-        outcome = run_search(opts, factory)
-    except NothingFits as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    except (ValueError, TargetUnavailable, TensorRTUnavailable, OpenVinoUnavailable) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(
-            "interrupted: finished trials are saved; run the same command to resume",
-            file=sys.stderr,
-        )
-        return 130
-    _print_summary(outcome)
+
+
+INTERRUPTED = "interrupted: finished trials are saved; run the same command to resume"
+
+
+def _exit_code(outcome: SearchOutcome) -> int:
+    """After the summary: 130 interrupted, 1 nothing fits, else 0 (with their messages)."""
     if outcome.drift_warning:
         print(f"warning: {outcome.drift_warning}", file=sys.stderr)
     if outcome.interrupted:
-        print(
-            "interrupted: finished trials are saved; run the same command to resume",
-            file=sys.stderr,
-        )
+        print(INTERRUPTED, file=sys.stderr)
         return 130
     if outcome.best is None:
         f = outcome.fastest
@@ -409,6 +417,35 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 1
     return 0
+
+
+def main(argv: list[str] | None = None, *, seams: Seams | None = None) -> int:
+    """The ``python -m search`` command; ``seams`` wires the run (tests, embedding)."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    optuna.logging.set_verbosity(optuna.logging.INFO if args.verbose else optuna.logging.ERROR)
+    try:
+        opts = options_from_args(args)
+        factory = (
+            None
+            if args.no_progress
+            else (lambda ctx, plan, study: Progress(ctx, plan, study, args.trials, opts.timeout))
+        )
+        outcome = run_search(opts, factory, seams=seams)
+    except NothingFits as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except (ValueError, TargetUnavailable, TensorRTUnavailable, OpenVinoUnavailable) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(INTERRUPTED, file=sys.stderr)
+        return 130
+    _print_summary(outcome)
+    return _exit_code(outcome)
 
 
 if __name__ == "__main__":

@@ -1,31 +1,17 @@
-"""Search outputs: trials.csv, pareto.yaml, best.yaml, best.onnx, report.md, Pareto plots,
-and the regenerated family S0-S5.
+"""The search report in words: ``report.md``, and the lines the CLI prints from the outcome.
 
-Every file is written atomically (temp file, then rename); ``report.md`` is written last, so a
-run that died part-way never leaves a report that looks complete.
+Every figure names where it comes from (first measurement, re-measured in the final paired
+run, one seed or the mean of two), and the verdicts say what the run can and cannot tell apart.
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import json
-import logging
-import shutil
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-import optuna
-import yaml
-from optuna.trial import TrialState
 
-from edge.export import VerificationError, export_onnx
-from evit.config import save_yaml
-from evit.files import atomic_path, atomic_write_text
-from search.storage import pid_alive
-
-log = logging.getLogger(__name__)
+from evit.config import ModelConfig
+from search.options import SearchOutcome
 
 TIMING_KEYS = (  # per measured trial (``Target.prepare``/``measure``), in seconds
     "build_s",
@@ -36,38 +22,9 @@ TIMING_KEYS = (  # per measured trial (``Target.prepare``/``measure``), in secon
     "measure_s",
     "objective_s",
 )
-CSV_FIELDS = [
-    "number",
-    "state",
-    "reference",
-    "objective",
-    "latency_ms",
-    "latency_ci_low_ms",
-    "latency_ci_high_ms",
-    "latency_runs",
-    "latency_source",
-    "feasible",
-    "params",
-    "macs",
-    "activation_bytes",
-    "embed_dims",
-    "depths",
-    "num_heads",
-    "key_dims",
-    "ffn_ratios",
-    "windows",
-    "kernels",
-    "arch_hash",
-    *TIMING_KEYS,
-    "top1",
-    "early_top1",
-    "train_img_size",
-    "train_s",
-    "note",
-]
 
 
-def _stage_lists(config: Any) -> dict[str, str]:
+def stage_lists(config: ModelConfig) -> dict[str, str]:
     s = config.stages
     return {
         "embed_dims": "/".join(str(x.embed_dim) for x in s),
@@ -77,96 +34,6 @@ def _stage_lists(config: Any) -> dict[str, str]:
         "ffn_ratios": "/".join(f"{x.ffn_ratio:g}" for x in s),
         "windows": "/".join(str(x.window_size) for x in s),
         "kernels": "/".join(",".join(map(str, x.kernel_sizes)) for x in s),
-    }
-
-
-def trials_csv(study: optuna.Study, run: Any) -> str:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS)
-    writer.writeheader()
-    for t in study.get_trials(deepcopy=False):
-        a = t.user_attrs
-        row: dict[str, Any] = {
-            "number": t.number,
-            "state": t.state.name,
-            "reference": a.get("reference", ""),
-        }
-        if t.params:
-            try:
-                row.update(_stage_lists(run.space.config_from_params(t.params)))
-            except ValueError:  # a worker killed while sampling left partial parameters
-                row["note"] = "partial parameters (its worker died while sampling)"
-        if t.state == TrialState.COMPLETE:
-            source = a.get("latency_source", "")
-            row.update(
-                objective=t.values[0],
-                latency_source=source,
-                params=a.get("params"),
-                macs=a.get("macs"),
-                activation_bytes=a.get("activation_bytes"),
-                arch_hash=a.get("arch_hash"),
-            )
-            if source in ("measured", "cache"):
-                row.update(
-                    latency_ms=a["latency_median_ms"],
-                    latency_ci_low_ms=a["latency_ci_low_ms"],
-                    latency_ci_high_ms=a["latency_ci_high_ms"],
-                    latency_runs=a["latency_runs"],
-                    feasible=a["latency_median_ms"] <= run.opts.budget_ms,
-                )
-            else:
-                row.update(
-                    feasible=False,
-                    note=f"not measured: {a.get('prefilter_reason')} "
-                    f"(latency >= {t.values[1]:.3f} ms)",
-                )
-            timings = a.get("timings", {}).items()
-            row.update({k: f"{v:.3f}" for k, v in timings if k in TIMING_KEYS})
-            if a.get("accuracy_source", "trained") != "trained":
-                row["note"] = a["accuracy_source"]
-        row.update(
-            top1=a.get("top1"),
-            early_top1=a.get("early_top1"),
-            train_img_size=a.get("train_img_size"),
-            train_s=f"{a['train_seconds']:.1f}" if "train_seconds" in a else None,
-        )
-        if t.state == TrialState.PRUNED:
-            reason = a.get("early_stopped") or a.get("rejected")
-            row["note"] = (
-                f"early stop: {reason}" if "early_stopped" in a else f"shape rule: {reason}"
-            )
-        elif t.state == TrialState.FAIL and "fail_reason" in a:
-            row["note"] = a["fail_reason"]
-        writer.writerow(row)
-    return buf.getvalue()
-
-
-def _latency_dict(r: Any) -> dict[str, Any] | None:
-    if r is None:
-        return None
-    return {
-        "median_ms": round(r.median_ms, 4),
-        "ci_low_ms": round(r.ci_low_ms, 4),
-        "ci_high_ms": round(r.ci_high_ms, 4),
-        "runs": r.runs,
-    }
-
-
-def _candidate_dict(c: Any) -> dict[str, Any]:
-    return {
-        "name": c.config.name,
-        "reference": c.reference,
-        "trial": c.trial,
-        "objective": c.objective,
-        "seeds": c.seeds,
-        "trained": c.trained,
-        "train_img_size": c.train_img_size,
-        "params": c.params,
-        "macs": c.macs,
-        "first_latency": _latency_dict(c.latency),
-        "remeasured": _latency_dict(c.remeasured),
-        "latency_vs_m0": c.vs_first.to_dict() if c.vs_first else None,
-        "config": c.config.to_dict(),
     }
 
 
@@ -183,7 +50,7 @@ def _fmt_ratio(c: Any) -> str:
     return "1 (reference)" if c.remeasured is not None else "-"
 
 
-def _objective_cell(value: float, name: str) -> str:
+def objective_cell(value: float, name: str) -> str:
     if name in ("params", "macs"):
         return f"{value / 1e6:.2f} M"
     return f"{value:.3g}"
@@ -194,7 +61,7 @@ def _objective_of(c: Any, name: str) -> str:
         return "not trained (over budget)"
     if name == "accuracy":
         return _top1(c)
-    return _objective_cell(c.objective, name)
+    return objective_cell(c.objective, name)
 
 
 def _top1(c: Any) -> str:
@@ -211,7 +78,7 @@ def candidate_table(rows: list[Any], objective: str) -> str:
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for c in rows:
-        s = _stage_lists(c.config)
+        s = stage_lists(c.config)
         lines.append(
             f"| {c.config.name} | {_objective_of(c, objective)} | "
             f"{c.params / 1e6:.2f} M | {c.macs / 1e6:.1f} M | "
@@ -219,146 +86,6 @@ def candidate_table(rows: list[Any], objective: str) -> str:
             f"{s['embed_dims']} | {s['depths']} | {s['num_heads']} |"
         )
     return "\n".join(lines)
-
-
-def _plots(outcome: Any, study: optuna.Study, run: Any, out: Path) -> list[str]:
-    """Pareto plot as PNG (matplotlib) and interactive HTML (plotly), references marked."""
-    written = []
-    pts = []
-    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        if t.user_attrs.get("latency_source") in ("measured", "cache") and (
-            outcome.objective.name != "accuracy" or "top1" in t.user_attrs
-        ):
-            pts.append((t.values[1], t.values[0], t.number, t.user_attrs.get("reference")))
-    if not pts:
-        return written
-    budget = outcome.budget_ms
-    # every point on one basis: the first measurement (re-measured values are in the report)
-    scale, unit = (1e6, " (M)") if outcome.objective.name in ("params", "macs") else (1.0, "")
-    label = (
-        "validation top-1 % (short training)"
-        if outcome.objective.name == "accuracy"
-        else f"{outcome.objective.name}{unit} (proxy, not accuracy)"
-    )
-    pts = [(x, y / scale, n, r) for x, y, n, r in pts]
-    shown = [c for c in outcome.references if c.trained is not False]
-    refs = [c.latency.median_ms for c in shown]
-    ref_obj = [c.objective / scale for c in shown]
-    front = [(c.latency.median_ms, c.objective / scale) for c in outcome.pareto]
-    pick = outcome.best
-    title = (
-        f"{outcome.study_name}: budget {budget:g} ms on {outcome.target.name} "
-        f"(batch {outcome.target.batch})"
-    )
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
-        ax.scatter([p[0] for p in pts], [p[1] for p in pts], s=10, alpha=0.4, label="trials")
-        ax.scatter(
-            [f[0] for f in front],
-            [f[1] for f in front],
-            s=28,
-            marker="D",
-            label="Pareto candidates",
-        )
-        ax.scatter(refs, ref_obj, s=60, marker="*", color="black", label="M0-M5")
-        for c, x, y in zip(shown, refs, ref_obj):
-            ax.annotate(
-                c.reference.replace("efficientvit_", "").upper(),
-                (x, y),
-                textcoords="offset points",
-                xytext=(4, 4),
-                fontsize=8,
-            )
-        if pick is not None:
-            ax.scatter(
-                [pick.latency.median_ms],
-                [pick.objective / scale],
-                s=160,
-                facecolors="none",
-                edgecolors="red",
-                linewidths=2,
-                label=f"pick ({pick.config.name})",
-            )
-        ax.axvline(budget, color="red", linestyle="--", label=f"budget {budget:g} ms")
-        ax.set_xlabel(f"latency ms, first measurement ({outcome.target.name})")
-        ax.set_ylabel(label)
-        ax.set_title(title, fontsize=9)
-        ax.set_xscale("log")
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        with atomic_path(out / "pareto.png") as tmp:  # a unique temp name per worker
-            fig.savefig(tmp, format="png")
-        plt.close(fig)
-        written.append("pareto.png")
-    except ImportError:
-        log.warning("matplotlib missing: no pareto.png")
-    try:
-        import plotly.graph_objects as go
-
-        fig = go.Figure()
-        fig.add_trace(
-            go.Scatter(
-                x=[p[0] for p in pts],
-                y=[p[1] for p in pts],
-                mode="markers",
-                name="trials",
-                text=[f"trial {p[2]}" for p in pts],
-                marker={"size": 5, "opacity": 0.5},
-            )
-        )
-        fig.add_trace(
-            go.Scatter(
-                x=[f[0] for f in front],
-                y=[f[1] for f in front],
-                mode="markers",
-                name="Pareto candidates",
-                text=[c.config.name for c in outcome.pareto],
-                marker={"symbol": "diamond", "size": 9},
-            )
-        )
-        fig.add_trace(
-            go.Scatter(
-                x=refs,
-                y=ref_obj,
-                mode="markers+text",
-                name="M0-M5",
-                text=[c.reference.replace("efficientvit_", "").upper() for c in shown],
-                textposition="top right",
-                marker={"symbol": "star", "size": 13, "color": "black"},
-            )
-        )
-        if pick is not None:
-            fig.add_trace(
-                go.Scatter(
-                    x=[pick.latency.median_ms],
-                    y=[pick.objective / scale],
-                    mode="markers",
-                    name=f"pick ({pick.config.name})",
-                    marker={
-                        "size": 18,
-                        "color": "rgba(0,0,0,0)",
-                        "line": {"color": "red", "width": 2},
-                    },
-                )
-            )
-        fig.add_vline(x=budget, line_dash="dash", line_color="red")
-        fig.update_layout(
-            xaxis_title=f"latency ms, first measurement ({outcome.target.name})",
-            yaxis_title=label,
-            xaxis_type="log",
-            title=title,
-        )
-        # plotly.js embedded: the page works offline and on machines without a CDN
-        atomic_write_text(out / "pareto.html", fig.to_html(include_plotlyjs=True))
-        written.append("pareto.html")
-    except ImportError:
-        log.warning("plotly missing: no pareto.html")
-    return written
 
 
 def _time_limit_line(stats: dict[str, Any], interrupted: bool) -> str:
@@ -390,106 +117,7 @@ def _timing_summary(stats: dict[str, Any]) -> str:
     )
 
 
-def write_outputs(outcome: Any, study: optuna.Study, run: Any) -> None:
-    out = outcome.out
-    tmp = out / "tmp"
-    for leftover in tmp.iterdir() if tmp.is_dir() else ():  # probes of killed workers
-        pid = leftover.stem.rpartition("-")[2]
-        if not (pid.isdigit() and pid_alive(int(pid))):
-            leftover.unlink(missing_ok=True)
-    if tmp.is_dir() and not any(tmp.iterdir()):
-        tmp.rmdir()
-    (out / "report.md").unlink(missing_ok=True)  # never leave a stale report looking current
-    atomic_write_text(out / "trials.csv", trials_csv(study, run))
-    atomic_write_text(
-        out / "pareto.yaml",
-        yaml.safe_dump(
-            {
-                "budget_ms": outcome.budget_ms,
-                "objective": outcome.objective.name,
-                "target": outcome.target.name,
-                "candidates": [_candidate_dict(c) for c in outcome.pareto],
-                "references": [_candidate_dict(c) for c in outcome.references],
-            },
-            sort_keys=False,
-        ),
-    )
-    files = ["trials.csv", "pareto.yaml", "measurements.jsonl"]
-    best = outcome.best
-    onnx_note = ""
-    for stale in ("best.yaml", "best.onnx", "best.pth"):
-        (out / stale).unlink(missing_ok=True)
-    if best is not None:
-        save_yaml(best.config, out / "best.yaml")
-        files.append("best.yaml")
-        source: Any = best.config
-        if best.checkpoint is not None:  # the accuracy objective: the trained weights
-            shutil.copyfile(best.checkpoint, out / ".best.pth.part")
-            (out / ".best.pth.part").replace(out / "best.pth")
-            files.append("best.pth")
-            source = out / "best.pth"
-        try:
-            result = export_onnx(source, out / "best.onnx", batch=outcome.target.batch)
-            files.append("best.onnx")
-            v = result.verification
-            weights = (
-                f"the trained weights of `best.pth` ({best.train_img_size} px input, class "
-                "names included)"
-                if best.checkpoint is not None
-                else "random weights"
-            )
-            onnx_note = (
-                f"`best.onnx`: {weights}, verified against PyTorch (max rel. "
-                f"error {v.max_rel_error:.1e}, top-1 agreement "
-                f"{v.top1_agreement:.0%}) on {v.exercised}."
-            )
-        except VerificationError as e:
-            onnx_note = f"best.onnx failed verification: {e}"
-        if outcome.target.precision == "int8":
-            onnx_note += " " + _export_int8(outcome, source, out, files)
-    files += _plots(outcome, study, run, out)
-    family_md = ""
-    if outcome.family:
-        family_md = _write_family(outcome, out)
-        files += [f"S{i}.yaml" for i in range(len(outcome.family))] + ["family.md"]
-    atomic_write_text(out / "summary.json", json.dumps(summary(outcome), indent=2))
-    files.append("summary.json")
-    atomic_write_text(out / "report.md", report_markdown(outcome, files, onnx_note, family_md))
-
-
-def _export_int8(outcome: Any, source: Any, out: Path, files: list[str]) -> str:
-    """``best.int8.onnx``: the pick as the search measured it (Q/DQ, calibrated like the
-    trials, or on more images), verified against fp32."""
-    from edge.export import Int8Options
-
-    target = outcome.target
-    options = Int8Options(
-        calib=target.calib, activations="int8" if target.name == "trt" else "uint8"
-    )
-    (out / "best.int8.onnx").unlink(missing_ok=True)
-    try:
-        result = export_onnx(source, out / "best.int8.onnx", batch=target.batch, int8=options)
-    except VerificationError as e:
-        return f"best.int8.onnx failed verification: {e}"
-    files.append("best.int8.onnx")
-    from edge.onnxfile import read_metadata
-
-    meta = read_metadata(result.path)
-    check, calib = meta["int8_verification"], meta["calibration"]
-    return (
-        f"`best.int8.onnx`: the same weights in Q/DQ int8 ({options.activations} activations, "
-        f"calibrated on {calib['source']}); against fp32 on "
-        f"{check['samples']} other images: top-1 agreement {check['top1_agreement']:.2f}, "
-        f"logit cosine {check['cosine']:.4f}, relative error {check.get('rel_error', 0):.3f}"
-        + (
-            "."
-            if outcome.best.checkpoint is not None
-            else " (random weights: recorded, not a measure of a trained model's int8 accuracy)."
-        )
-    )
-
-
-def _precision_table(outcome: Any) -> str:
+def _precision_table(outcome: SearchOutcome) -> str:
     p = outcome.target.precision
     lines = [
         f"Every row measured in fp32 and in {p} in one interleaved run (one session at a time); "
@@ -509,63 +137,7 @@ def _precision_table(outcome: Any) -> str:
     return "\n".join(lines)
 
 
-def _write_family(outcome: Any, out: Path) -> str:
-    lines = [
-        "| replaces | S | latency ms (M / S, re-measured) | params (M / S) | "
-        "MACs (M / S) | objective (M / S) |",
-        "|---|---|---|---|---|---|",
-    ]
-    for i, (ref, s) in enumerate(outcome.family):
-        config = s.config.replace(name=f"S{i}")
-        save_yaml(config, out / f"S{i}.yaml")
-        r_lat = (ref.remeasured or ref.latency).median_ms
-        s_lat = (s.remeasured or s.latency).median_ms
-        lines.append(
-            f"| {ref.reference} | S{i} ({s.config.name}) | {r_lat:.3f} / {s_lat:.3f} | "
-            f"{ref.params / 1e6:.2f} / {s.params / 1e6:.2f} | "
-            f"{ref.macs / 1e6:.1f} / {s.macs / 1e6:.1f} | "
-            f"{_objective_cell(ref.objective, outcome.objective.name)} / "
-            f"{_objective_cell(s.objective, outcome.objective.name)} |"
-        )
-    table = "\n".join(lines)
-    atomic_write_text(out / "family.md", "# Regenerated family\n\n" + table + "\n")
-    return table
-
-
-def summary(outcome: Any) -> dict[str, Any]:
-    return {
-        "study": outcome.study_name,
-        "budget_ms": outcome.budget_ms,
-        "target": outcome.target.name,
-        "objective": outcome.objective.name,
-        "interrupted": outcome.interrupted,
-        "best": _candidate_dict(outcome.best) if outcome.best else None,
-        "fastest": _candidate_dict(outcome.fastest) if outcome.fastest else None,
-        "references": [_candidate_dict(c) for c in outcome.references],
-        "stats": {k: v for k, v in outcome.stats.items() if k != "timings"},
-        "training": outcome.training,
-        "iso_latency": [
-            {"reference": ref.reference, "candidate": _candidate_dict(c)}
-            for ref, c in outcome.iso_latency
-        ],
-        "precision": outcome.target.precision,
-        "auto_choice": outcome.auto_choice,
-        "budget_choice": outcome.budget_choice,
-        "drift_warning": outcome.drift_warning,
-        "precision_vs_fp32": [
-            {
-                "model": row.candidate.config.name,
-                "reference": row.candidate.reference,
-                outcome.target.precision: _latency_dict(row.this),
-                "fp32": _latency_dict(row.fp32),
-                "speedup": row.speedup.to_dict(),
-            }
-            for row in outcome.precision_rows
-        ],
-    }
-
-
-def _training_line(outcome: Any) -> str:
+def _training_line(outcome: SearchOutcome) -> str:
     t, stats = outcome.training, outcome.stats
     size = (
         f"at {t['train_img_size']} px for a 224-px candidate (others in proportion), a proxy for "
@@ -595,10 +167,12 @@ def _training_line(outcome: Any) -> str:
 
 
 MIN_SEED_PAIRS = 2  # seed pairs needed to estimate the noise of a comparison
+
+
 LEAD_SIGMAS = 2.0  # a lead counts when it exceeds this many standard deviations of the noise
 
 
-def lead_verdict(outcome: Any) -> str | None:
+def lead_verdict(outcome: SearchOutcome) -> str | None:
     """Whether the pick beats the reference it replaces by more than the noise, in one line.
 
     The reference is the budget's (``--budget-ms m0``) or M0. The noise is estimated from the
@@ -642,7 +216,7 @@ def _two_seeds(c: Any) -> bool:
     return c.seeds is not None and len(c.seeds) == 2
 
 
-def _accuracy_comparison(outcome: Any) -> str:
+def _accuracy_comparison(outcome: SearchOutcome) -> str:
     """The pick's accuracy next to every trained reference's, with the paired latency ratio."""
     best = outcome.best
     parts = []
@@ -677,7 +251,7 @@ def _accuracy_comparison(outcome: Any) -> str:
     return text
 
 
-def precisions_note(outcome: Any) -> str:
+def precisions_note(outcome: SearchOutcome) -> str:
     """Which precision each figure is in: the scores come from fp32 PyTorch trainings and
     evaluations, the latencies from the target's precision (int8/bf16/fp16 with ``--precision``
     or ``--target auto``)."""
@@ -692,7 +266,7 @@ def precisions_note(outcome: Any) -> str:
     )
 
 
-def budget_rule(outcome: Any) -> str:
+def budget_rule(outcome: SearchOutcome) -> str:
     """The budget as the pick was held to it, in words: a number of milliseconds, or (with
     ``--budget-ms m0``) the paired ratio to the reference, with the reading that admitted
     trials."""
@@ -713,7 +287,7 @@ def budget_rule(outcome: Any) -> str:
     )
 
 
-def _budget_margin(outcome: Any, best: Any) -> str:
+def _budget_margin(outcome: SearchOutcome, best: Any) -> str:
     """How the pick stands against the rule :func:`budget_rule` states."""
     ref = next(
         (
@@ -728,44 +302,37 @@ def _budget_margin(outcome: Any, best: Any) -> str:
     return f"margin {outcome.budget_ms - best.remeasured.median_ms:.3f} ms to the budget"
 
 
-def _paired(outcome: Any, c: Any, ref: Any, label: str | None = None) -> str:
+def _paired(outcome: SearchOutcome, c: Any, ref: Any, label: str | None = None) -> str:
     """``c``'s latency over ``ref``'s, paired in the final interleaved run, with its 95 % CI."""
     r = outcome.interleaved.ratio(c.slot, ref.slot)
     name = label or c.config.name
     return f"{name}/{ref.reference} {r.ratio:.2f} [{r.ci_low:.2f}, {r.ci_high:.2f}]"
 
 
-def report_markdown(outcome: Any, files: list[str], onnx_note: str, family_md: str) -> str:
-    t = outcome.target
-    env = t.env
-    stats = outcome.stats
-    lines = [f"# Search report: {outcome.study_name}", ""]
-    if outcome.interrupted:
-        lines += [
-            "**Interrupted**: finished trials are kept in the study; re-run the same "
-            "command to resume. Candidates below were not all re-measured.",
-            "",
-        ]
-    lines += [
-        f"- Budget: **{outcome.budget_ms:g} ms** per batch of {t.batch} on `{t.name}`"
-        + (f" in {t.precision}" if t.precision != "fp32" else "")
-        + " "
-        f"({env.get('cpu')}, threads {t.threads}, "
-        f"{', '.join(f'{k} {v}' for k, v in env.get('versions', {}).items())})",
-        *([f"- Target: {outcome.auto_choice}"] if outcome.auto_choice else []),
-        *([f"- Budget from a reference: {outcome.budget_choice}"] if outcome.budget_choice else []),
-        *([f"- **Warning**: {outcome.drift_warning}"] if outcome.drift_warning else []),
+def _settings_lines(outcome: SearchOutcome) -> list[str]:
+    """The report's first section: budget, target, objective, trials and timings."""
+    t, stats = outcome.target, outcome.stats
+    versions = ", ".join(f"{k} {v}" for k, v in t.env.get("versions", {}).items())
+    precision = f" in {t.precision}" if t.precision != "fp32" else ""
+    rejected = (
+        f", rejected {stats['rejected']} by the space's shape rules before anything ran"
+        if stats.get("rejected")
+        else ""
+    )
+    optional = [
+        ("Target", outcome.auto_choice),
+        ("Budget from a reference", outcome.budget_choice),
+        ("**Warning**", outcome.drift_warning),
+    ]
+    return [
+        f"- Budget: **{outcome.budget_ms:g} ms** per batch of {t.batch} on `{t.name}`{precision} "
+        f"({t.env.get('cpu')}, threads {t.threads}, {versions})",
+        *[f"- {label}: {text}" for label, text in optional if text],
         f"- Objective: `{outcome.objective.name}`: {outcome.objective.description}. "
         + (_training_line(outcome) if outcome.training else "No accuracy was measured."),
         f"- Trials: {stats.get('trials')} in the study; this run measured "
         f"{stats.get('measured')}, reused {stats.get('cache')} cached measurements, "
-        f"pre-filtered {stats.get('prefiltered')}, failed {stats.get('failed')}"
-        + (
-            f", rejected {stats['rejected']} by the space's shape rules before anything ran"
-            if stats.get("rejected")
-            else ""
-        )
-        + "; "
+        f"pre-filtered {stats.get('prefiltered')}, failed {stats.get('failed')}{rejected}; "
         f"search {stats.get('search_seconds', 0):.0f} s, final re-measurement "
         f"{stats.get('final_seconds', 0):.0f} s.",
         *(
@@ -781,27 +348,15 @@ def report_markdown(outcome: Any, files: list[str], onnx_note: str, family_md: s
         "does not.",
         "",
     ]
+
+
+def _pick_lines(outcome: SearchOutcome, onnx_note: str) -> list[str]:
+    """The pick with its figures, or the fastest model measured when nothing fits."""
     best = outcome.best
-    if best is not None:
-        r = best.remeasured
-        lines += [
-            "## Best",
-            "",
-            f"**{best.config.name}**: objective ({outcome.objective.name}) "
-            f"{_objective_of(best, outcome.objective.name)}, "
-            f"{best.params / 1e6:.2f} M params, {best.macs / 1e6:.1f} M MACs, "
-            f"re-measured {_fmt_lat(r)} ms (first {best.latency.median_ms:.3f} ms); "
-            f"{_budget_margin(outcome, best)}.",
-            "",
-            f"Config: `best.yaml` (load with `evit.create_model('best.yaml')`). {onnx_note}",
-            "",
-        ]
-        if outcome.training:
-            lines += [_accuracy_comparison(outcome), ""]
-    else:
+    if best is None:
         fastest = outcome.fastest
         lat = (fastest.remeasured or fastest.latency) if fastest else None
-        lines += [
+        return [
             "## No configuration fits the budget",
             "",
             f"Fastest configuration measured: **{fastest.config.name}** at {_fmt_lat(lat)} ms."
@@ -809,30 +364,54 @@ def report_markdown(outcome: Any, files: list[str], onnx_note: str, family_md: s
             else "Nothing was measured.",
             "",
         ]
+    lines = [
+        "## Best",
+        "",
+        f"**{best.config.name}**: objective ({outcome.objective.name}) "
+        f"{_objective_of(best, outcome.objective.name)}, "
+        f"{best.params / 1e6:.2f} M params, {best.macs / 1e6:.1f} M MACs, "
+        f"re-measured {_fmt_lat(best.remeasured)} ms (first {best.latency.median_ms:.3f} ms); "
+        f"{_budget_margin(outcome, best)}.",
+        "",
+        f"Config: `best.yaml` (load with `evit.create_model('best.yaml')`). {onnx_note}",
+        "",
+    ]
+    return lines + ([_accuracy_comparison(outcome), ""] if outcome.training else [])
+
+
+def report_markdown(
+    outcome: SearchOutcome, files: list[str], onnx_note: str, family_md: str
+) -> str:
+    """``report.md``: settings, the pick, the candidates and references, precisions, family."""
+    lines = [f"# Search report: {outcome.study_name}", ""]
+    if outcome.interrupted:
+        lines += [
+            "**Interrupted**: finished trials are kept in the study; re-run the same "
+            "command to resume. Candidates below were not all re-measured.",
+            "",
+        ]
+    lines += _settings_lines(outcome) + _pick_lines(outcome, onnx_note)
+    objective = outcome.objective.name
     lines += [
         "## Pareto candidates (re-measured)",
         "",
-        candidate_table(outcome.pareto, outcome.objective.name),
+        candidate_table(outcome.pareto, objective),
         "",
         "## References, measured in the same run",
         "",
-        candidate_table(outcome.references, outcome.objective.name),
+        candidate_table(outcome.references, objective),
         "",
     ]
     if outcome.precision_rows:
-        lines += [
-            f"## {outcome.target.precision} vs fp32, the pick and M0-M5",
-            "",
-            _precision_table(outcome),
-            "",
-        ]
+        title = f"## {outcome.target.precision} vs fp32, the pick and M0-M5"
+        lines += [title, "", _precision_table(outcome), ""]
     if family_md:
+        proxy = "." if outcome.training else " (a proxy: accuracy unverified)."
         lines += [
             "## Regenerated family (S0-S5)",
             "",
             "Each S replaces the M whose re-measured latency it does not exceed, "
-            "chosen by the objective"
-            + ("." if outcome.training else " (a proxy: accuracy unverified)."),
+            f"chosen by the objective{proxy}",
             "",
             family_md,
             "",

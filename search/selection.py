@@ -15,18 +15,22 @@ from search.candidates import Candidate
 FALLBACK_MARGIN = 0.85  # re-measure a few candidates this far under the budget too
 
 
-def pareto_front(cands: list[Candidate]) -> list[Candidate]:
-    """Non-dominated candidates (objective up, first-measured latency down)."""
-    front = []
-    for c in cands:
-        dominated = any(
-            o.objective >= c.objective
-            and o.latency.median_ms <= c.latency.median_ms
-            and (o.objective > c.objective or o.latency.median_ms < c.latency.median_ms)
-            for o in cands
+def front_indices(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of the (objective, latency) points no other point beats: at least as good in
+    both, better in one (objective up, latency down). Equal points are all on the front."""
+    return [
+        i
+        for i, (obj, lat) in enumerate(points)
+        if not any(
+            o >= obj and ms <= lat and (o > obj or ms < lat) for j, (o, ms) in enumerate(points)
         )
-        if not dominated:
-            front.append(c)
+    ]
+
+
+def pareto_front(cands: list[Candidate]) -> list[Candidate]:
+    """Non-dominated candidates (objective up, first-measured latency down), fastest first."""
+    points = [(c.objective, c.latency.median_ms) for c in cands]
+    front = [cands[i] for i in front_indices(points)]
     return sorted(front, key=lambda c: c.latency.median_ms)
 
 

@@ -20,6 +20,8 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
+from search.keys import REFERENCE
+
 log = logging.getLogger(__name__)
 
 
@@ -169,7 +171,7 @@ def reap_dead_workers(study: optuna.Study, presence: WorkerPresence | None = Non
         if trial.params:
             study.enqueue_trial(
                 trial.params,
-                user_attrs={k: v for k, v in trial.user_attrs.items() if k == "reference"},
+                user_attrs={k: v for k, v in trial.user_attrs.items() if k == REFERENCE},
             )
         reaped += 1
     if reaped:

@@ -18,9 +18,12 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from search.targets import interleave_seconds
 
 MEASURED, TRAINED, STOPPED = "measured", "trained", "stopped"
 KINDS = (MEASURED, TRAINED, STOPPED)
@@ -61,3 +64,107 @@ class TrialTimes:
             return seconds + float(np.percentile(self.earlier_trainings, UPPER_QUARTILE))
         stopped = self.walls[STOPPED]  # each a lower bound on a training to the end
         return max([seconds, *stopped])
+
+
+OUTPUT_SECONDS = 20.0  # the final phase's fixed part: best.onnx (exported, verified), report
+PREPARE_SECONDS = 2.0  # one model's export for a measurement, before a trial has timed one
+PREPARE_KEYS = ("build_s", "export_s", "quantize_s", "engine_s")
+
+
+@dataclass(frozen=True)
+class Stop:
+    """Why the trials stopped for ``--time-limit``: the figures of the decision."""
+
+    limit_s: float
+    trials_stopped_at_s: float
+    final_estimate_s: float
+    next_trial_estimate_s: float
+
+    def as_dict(self) -> dict[str, float]:
+        return {k: round(v, 1) for k, v in self.__dict__.items()}
+
+
+@dataclass
+class TimePlan:
+    """``--time-limit``: what is left, what the next trial and the final phase may take.
+
+    Told about every event explicitly: :meth:`trial_done` (a trial's wall time and kind),
+    :meth:`prepared` (the steps of a new measurement), :meth:`trained` (a training to the end,
+    the confirmations' too).
+
+    Attributes:
+        limit: the whole run's seconds (None: no limit).
+        started: the clock's reading when the run started.
+        clock: seconds.
+        trains: the run trains its candidates.
+        confirm: ``--confirm``'s contenders.
+        fp32: the target measures fp32 (else the final phase compares with fp32 too).
+        references: M0-M5 in the final re-measurement.
+        remeasure: ``--remeasure``.
+    """
+
+    limit: float | None
+    started: float
+    clock: Callable[[], float]
+    trains: bool = False
+    confirm: int = 0
+    fp32: bool = True
+    references: int = 6
+    remeasure: int = 6
+    times: TrialTimes = field(default_factory=TrialTimes)
+    prepares: list[float] = field(default_factory=list)
+    trainings: list[float] = field(default_factory=list)
+
+    def trial_done(self, seconds: float, kind: str) -> None:
+        self.times.record(seconds, kind)
+
+    def prepared(self, timings: dict[str, float]) -> None:
+        self.prepares.append(sum(timings.get(k, 0.0) for k in PREPARE_KEYS))
+
+    def trained(self, seconds: float) -> None:
+        self.trainings.append(seconds)
+
+    def time_left(self) -> float | None:
+        """Seconds left of the limit (None without one)."""
+        return None if self.limit is None else self.limit - (self.clock() - self.started)
+
+    def prepare_seconds(self) -> float:
+        """One model's export (and quantization or engine build) before a measurement: this
+        run's mean, or :data:`PREPARE_SECONDS` before the first."""
+        return float(np.mean(self.prepares)) if self.prepares else PREPARE_SECONDS
+
+    def after_remeasure_seconds(self) -> float:
+        """The final phase after the re-measurement: ``--confirm``'s trainings (the contenders,
+        M0 and its rival, at the upper quartile of the training times), the fp32 comparison of
+        a non-fp32 search, and the outputs."""
+        seconds = OUTPUT_SECONDS
+        times = self.trainings or self.times.earlier_trainings
+        if self.trains and self.confirm and times:
+            # the contenders are the larger models: the upper quartile of training times
+            seconds += (self.confirm + 2) * float(np.percentile(times, UPPER_QUARTILE))
+        if not self.fp32:  # the pick and M0-M5, twice each
+            models = 2 * (self.references + 1)
+            seconds += interleave_seconds(models) + models * self.prepare_seconds()
+        return seconds
+
+    def final_seconds(self, models: int) -> float:
+        """The final phase's expected length when ``models`` models are re-measured."""
+        remeasure = interleave_seconds(models) + models * self.prepare_seconds()
+        return remeasure + self.after_remeasure_seconds()
+
+    def stop_for(self, remeasure_count: Callable[[], int]) -> Stop | None:
+        """None while the time left covers one more trial and then the final phase; else why
+        not. ``remeasure_count`` gives the exact re-measurement if the trials stopped now."""
+        left = self.time_left()
+        if left is None or self.limit is None:
+            return None
+        # at most this many models are re-measured: every reference, each with 3 candidates
+        # under its latency, and the candidates the budget and --confirm add (choose_remeasure)
+        upper = self.references * 4 + 2 * self.remeasure + self.confirm
+        trial = self.times.next_trial(trains=self.trains)
+        if left >= trial + self.final_seconds(upper):
+            return None
+        reserve = self.final_seconds(remeasure_count())  # exact count, when close
+        if left >= trial + reserve:
+            return None
+        return Stop(self.limit, self.limit - left, reserve, trial)

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import ClassVar
 
+import numpy as np
 import pytest
 import yaml
 
 from edge.latency import LatencyResult
 from edge.runtimes import Runtime
-from search import study as study_module
+from search.context import Seams
+from search.study import run_search
 from search.targets import Target
 
 TINY_SPACE = {
@@ -70,27 +73,53 @@ class ConstantRuntime(Runtime):
         return self.ms, None
 
 
+class NoisyRuntime(ConstantRuntime):
+    """``ms`` times a seeded log-normal factor per inference, taking that long (so that a
+    short block holds a few readings, as a real one does)."""
+
+    def __init__(self, ms: float, label: str, spread: float, rng: np.random.Generator) -> None:
+        super().__init__(ms, label)
+        self.spread, self.rng = spread, rng
+
+    def timed(self):
+        if not self.spread:
+            return self.ms, None
+        ms = self.ms * float(np.exp(self.rng.normal(0.0, self.spread)))
+        time.sleep(ms / 1e3)
+        return ms, None
+
+
 class FakeTarget(Target):
-    """A target whose latency is :func:`fake_latency_ms`: no export, no timing noise."""
+    """A target whose latency is :func:`fake_latency_ms`, without noise unless ``spread`` says:
+    a function of the config giving the relative spread (log-normal sigma) of its readings,
+    drawn from one seeded generator."""
 
     calls: ClassVar[list[str]] = []
     interrupt_at: ClassVar[int | None] = None
     seconds: ClassVar[float] = 0.0  # how long a "measurement" occupies the device
+    spread: ClassVar[Callable | None] = None
+    rng: ClassVar[np.random.Generator] = np.random.default_rng(0)
 
     INT8_SPEEDUP = 2.0  # a fake int8 run takes half the fp32 time
 
     def _ms(self, config) -> float:
         return fake_latency_ms(config) / (self.INT8_SPEEDUP if self.precision == "int8" else 1.0)
 
+    def _spread(self, config) -> float:
+        return FakeTarget.spread(config) if FakeTarget.spread is not None else 0.0
+
     def prepare(self, config, timings=None):
-        return lambda: ConstantRuntime(self._ms(config), config.name)
+        ms, spread = self._ms(config), self._spread(config)
+        return lambda: NoisyRuntime(ms, config.name, spread, FakeTarget.rng)
 
     def measure(self, config, timings=None):
         FakeTarget.calls.append(config.architecture_hash())
         if FakeTarget.interrupt_at is not None and len(FakeTarget.calls) == FakeTarget.interrupt_at:
             raise KeyboardInterrupt
         time.sleep(FakeTarget.seconds)
-        return latency_result([self._ms(config)] * 20, config.name, self.env)
+        spread = self._spread(config)
+        noise = np.exp(FakeTarget.rng.normal(0.0, spread, 20)) if spread else np.ones(20)
+        return latency_result(self._ms(config) * noise, config.name, self.env)
 
 
 def latency_result(samples, model: str = "x", environment=None) -> LatencyResult:
@@ -108,10 +137,42 @@ def latency_result(samples, model: str = "x", environment=None) -> LatencyResult
     )
 
 
+class Wiring:
+    """The seams a test's search runs with (``search.context.Seams``): FakeTarget, and the
+    clock, wait and training a test sets with :func:`wire`."""
+
+    def __init__(self) -> None:
+        self.values: dict = {"target": FakeTarget}
+
+    def seams(self) -> Seams:
+        return Seams(**self.values)
+
+
+WIRING = Wiring()
+
+
+def wire(**seams) -> None:
+    """Set seams (``train``, ``clock``, ``sleep``, ``target``) for this test's searches."""
+    WIRING.values.update(seams)
+
+
+def run_fake(opts, progress=None):
+    """``run_search`` wired to this test's seams."""
+    return run_search(opts, progress, seams=WIRING.seams())
+
+
+@pytest.fixture(autouse=True)
+def fresh_wiring():
+    WIRING.values = {"target": FakeTarget}
+    yield
+    WIRING.values = {"target": FakeTarget}
+
+
 @pytest.fixture
-def fake_target(monkeypatch):
+def fake_target():
     FakeTarget.calls = []
     FakeTarget.interrupt_at = None
     FakeTarget.seconds = 0.0
-    monkeypatch.setattr(study_module, "Target", FakeTarget)
+    FakeTarget.spread = None
+    FakeTarget.rng = np.random.default_rng(0)
     return FakeTarget

@@ -16,6 +16,7 @@ from optuna.trial import TrialState
 from edge.latency import measure_latency
 from evit.files import _umask
 from search.cli import main
+from tests.search.conftest import WIRING
 
 
 def _argv(tmp_path, tiny_space, *extra):
@@ -125,7 +126,8 @@ def test_an_impossible_budget_stops_at_once(tmp_path, tiny_space, capsys, fake_t
             "--no-progress",
             "--trials",
             "30",
-        ]
+        ],
+        seams=WIRING.seams(),
     )
     assert code == 1
     err = capsys.readouterr().err
@@ -187,7 +189,7 @@ def test_the_default_timeout_gives_way_to_a_time_limit(argv, timeout, time_limit
 
     seen = []
 
-    def capture(opts, factory):
+    def capture(opts, factory, seams=None):
         seen.append(opts)
         raise ValueError("captured")
 

@@ -10,12 +10,12 @@ import sys
 import onnx
 import pytest
 
-from search import study as study_module
 from search.cli import main as search_main
-from search.study import SearchOptions, run_search
+from search.options import SearchOptions
 from search.targets import TRIAL_BUILD_LEVEL, Target
 from tests.conftest import tiny_config
 from tests.edge.test_tensorrt import _fake_tensorrt
+from tests.search.conftest import run_fake, wire
 
 
 def test_int8_search_measures_in_int8_and_compares_with_fp32(
@@ -38,7 +38,7 @@ def test_int8_search_measures_in_int8_and_compares_with_fp32(
         remeasure_block_seconds=0.001,
         precision="int8",
     )
-    outcome = run_search(opts)
+    outcome = run_fake(opts)
     assert outcome.study_name.endswith("-params-int8")
     assert outcome.target.precision == "int8"
     best = outcome.best
@@ -67,7 +67,7 @@ def test_int8_search_measures_in_int8_and_compares_with_fp32(
 
 
 def test_fp32_search_has_no_precision_table(tmp_path, tiny_space, fake_target):
-    outcome = run_search(
+    outcome = run_fake(
         SearchOptions(
             budget_ms=1.5,
             target="ort-cpu",
@@ -88,7 +88,7 @@ def test_ort_int8_target_measures_a_qdq_graph(tmp_path):
     assert "int8" in int8.description and "int8" not in fp32.description
     timings: dict = {}
     factory = int8.prepare(tiny_config(), timings)
-    graph = onnx.load_from_string(factory.onnx_bytes).graph
+    graph = onnx.load_from_string(factory.source).graph
     assert sum(n.op_type == "QuantizeLinear" for n in graph.node) > 0
     assert timings["quantize_s"] > 0
     rt = factory()
@@ -109,7 +109,7 @@ class _Doubling(Target):
         factory = super().prepare(config, timings, model)
 
         class Doubled:
-            onnx_bytes = factory.onnx_bytes
+            runtime, source = factory.runtime, factory.source
 
             def __call__(self):
                 rt = factory()
@@ -122,9 +122,10 @@ class _Doubling(Target):
 
 def test_auto_leaves_out_a_path_whose_outputs_are_wrong(tmp_path, monkeypatch):
     import search.space
-    from search.targets import choose_cpu_target
+    from search.autotarget import choose_cpu_target
 
-    small, large = tiny_config(name="m0"), tiny_config(name="m5", img_size=96)
+    small = tiny_config(name="efficientvit_m0")
+    large = tiny_config(name="efficientvit_m5", img_size=96)
     monkeypatch.setattr(
         search.space,
         "reference_configs",
@@ -192,7 +193,11 @@ def test_trt_trials_build_low_with_one_timing_cache(monkeypatch, tmp_path, versi
     assert Target("trt", workdir=tmp_path).precision == "fp16"  # the GPU default
     timings: dict = {}
     factory = target.prepare(tiny_config(), timings)
-    assert factory.engine == b"serialized-engine" and timings["engine_s"] >= 0
+    assert (
+        factory.runtime == "trt"
+        and factory.source == b"serialized-engine"
+        and timings["engine_s"] >= 0
+    )
     assert calls["builder_flags"] == flags and calls["opt_level"] == TRIAL_BUILD_LEVEL
     parsed = calls["parsed"]
     scales = [n for n in parsed.graph.node if n.op_type == "QuantizeLinear"]
@@ -224,9 +229,9 @@ def test_search_on_trt_shares_a_timing_cache_and_builds_the_final_engines_at_def
 
             return lambda: ConstantRuntime(fake_latency_ms(config), config.name)
 
-    monkeypatch.setattr(study_module, "Target", Recording)
-    monkeypatch.setattr(study_module, "resolve_target", lambda name: "trt")
-    run_search(
+    wire(target=Recording)
+    monkeypatch.setattr("search.context.resolve_target", lambda name: "trt")  # no TensorRT here
+    run_fake(
         SearchOptions(
             budget_ms=1.5,
             target="trt",

@@ -16,12 +16,19 @@ import yaml
 from optuna.trial import TrialState
 
 import evit
+from search.options import SearchOptions
 from search.prefilter import PreFilter
 from search.selection import pareto_front
 from search.storage import make_storage, reap_dead_workers
-from search.study import SearchOptions, run_search
 from search.targets import Target
-from tests.search.conftest import FakeTarget, fake_latency_ms, latency_result
+from tests.search.conftest import (
+    WIRING,
+    FakeTarget,
+    fake_latency_ms,
+    latency_result,
+    run_fake,
+    wire,
+)
 
 
 def _opts(tmp_path, space, **kw):
@@ -45,7 +52,7 @@ def _study(outcome):
 
 
 def test_search_respects_the_budget_and_writes_every_output(tmp_path, tiny_space, fake_target):
-    outcome = run_search(_opts(tmp_path, tiny_space))
+    outcome = run_fake(_opts(tmp_path, tiny_space))
     out = outcome.out
     study = _study(outcome)
     complete = study.get_trials(states=(TrialState.COMPLETE,))
@@ -87,7 +94,7 @@ def test_search_respects_the_budget_and_writes_every_output(tmp_path, tiny_space
 
 
 def test_cache_makes_repeated_configs_free(tmp_path, tiny_space, fake_target):
-    outcome = run_search(_opts(tmp_path, tiny_space, trials=40))
+    outcome = run_fake(_opts(tmp_path, tiny_space, trials=40))
     hashes = FakeTarget.calls[:]
     assert len(hashes) == len(set(hashes))  # each architecture measured once...
     study = _study(outcome)
@@ -97,7 +104,7 @@ def test_cache_makes_repeated_configs_free(tmp_path, tiny_space, fake_target):
 
 def test_resume_after_interruption_loses_nothing(tmp_path, tiny_space, fake_target):
     FakeTarget.interrupt_at = 5
-    first = run_search(_opts(tmp_path, tiny_space, trials=12))
+    first = run_fake(_opts(tmp_path, tiny_space, trials=12))
     assert first.interrupted
     assert "Interrupted" in (first.out / "report.md").read_text()
     study = _study(first)
@@ -106,7 +113,7 @@ def test_resume_after_interruption_loses_nothing(tmp_path, tiny_space, fake_targ
     cut = study.get_trials(states=(TrialState.FAIL,))
     assert len(cut) == 1 and study.get_trials(states=(TrialState.WAITING,))  # re-queued
     FakeTarget.interrupt_at = None
-    second = run_search(_opts(tmp_path, tiny_space, trials=12))
+    second = run_fake(_opts(tmp_path, tiny_space, trials=12))
     study = _study(second)
     complete = study.get_trials(states=(TrialState.COMPLETE,))
     assert len(complete) == 12 and done_before <= {t.number for t in complete}
@@ -118,25 +125,30 @@ def complete_params_include(trials, params):
 
 
 def test_settings_mismatch_on_resume_is_an_error(tmp_path, tiny_space, fake_target):
-    run_search(_opts(tmp_path, tiny_space, trials=3, study="s"))
+    run_fake(_opts(tmp_path, tiny_space, trials=3, study="s"))
     with pytest.raises(ValueError, match=r"created with other settings \(budget_ms 3.0 -> 5.0"):
-        run_search(_opts(tmp_path, tiny_space, trials=3, study="s", budget_ms=5.0))
+        run_fake(_opts(tmp_path, tiny_space, trials=3, study="s", budget_ms=5.0))
 
 
 def test_an_impossible_budget_stops_after_one_measurement(tmp_path, tiny_space, fake_target):
-    from search.study import NothingFits
+    from search.measure import NothingFits
 
     with pytest.raises(NothingFits, match=r"no configuration fits 0.01 ms .* the smallest"):
-        run_search(_opts(tmp_path, tiny_space, trials=8, budget_ms=0.01))
+        run_fake(_opts(tmp_path, tiny_space, trials=8, budget_ms=0.01))
     assert len(FakeTarget.calls) == 1
 
 
 def test_infeasible_budget_names_the_fastest(tmp_path, tiny_space, fake_target, monkeypatch):
     """When the smallest fits but the search found nothing that does, the report says so."""
-    from search.study import SearchRun
 
-    monkeypatch.setattr(SearchRun, "check_smallest_fits", lambda self: None)
-    outcome = run_search(_opts(tmp_path, tiny_space, trials=8, budget_ms=0.01))
+    class FastOnce(FakeTarget):  # the smallest's first reading fits, nothing else does
+        def measure(self, config, timings=None):
+            first = not FakeTarget.calls
+            result = super().measure(config, timings)
+            return latency_result([0.001] * 20, config.name) if first else result
+
+    wire(target=FastOnce)
+    outcome = run_fake(_opts(tmp_path, tiny_space, trials=8, budget_ms=0.01))
     assert outcome.best is None and outcome.fastest is not None
     report = (outcome.out / "report.md").read_text()
     assert "No configuration fits the budget" in report
@@ -174,9 +186,9 @@ def test_pareto_front():
 
 
 def _worker(storage_url, space, out, n, study_name="shared", seconds=0.0, start=None):
-    from search import study as study_module
+    from search.context import Seams
+    from search.study import prepare_run
 
-    study_module.Target = FakeTarget  # a spawned process: install the fake here
     FakeTarget.seconds = seconds
     opts = SearchOptions(
         budget_ms=3.0,
@@ -187,13 +199,10 @@ def _worker(storage_url, space, out, n, study_name="shared", seconds=0.0, start=
         storage=storage_url,
         study=study_name,
     )
-    from search.study import SearchRun
-
-    run = SearchRun(opts)
-    study = run.open_study()
+    run = prepare_run(opts, Seams(target=FakeTarget))  # a spawned process: wired here
     if start is not None:  # both workers begin together, however long each took to import
         start.wait(120)
-    run.optimize(study, None)
+    run.trials()
 
 
 @pytest.mark.parametrize("kind", ["journal", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -234,11 +243,11 @@ def test_two_workers_share_one_study_and_one_device(kind, tmp_path, tiny_space, 
 
 
 def test_a_worker_on_another_device_is_refused(tmp_path, tiny_space, fake_target, monkeypatch):
-    run_search(_opts(tmp_path, tiny_space, trials=3, study="s"))
+    run_fake(_opts(tmp_path, tiny_space, trials=3, study="s"))
     monkeypatch.setattr(FakeTarget, "description", property(lambda self: "another CPU"))
     monkeypatch.setattr(FakeTarget, "__post_init__", _other_fingerprint)
     with pytest.raises(ValueError, match=r"measures on .*, this worker on another CPU"):
-        run_search(_opts(tmp_path, tiny_space, trials=3, study="s"))
+        run_fake(_opts(tmp_path, tiny_space, trials=3, study="s"))
 
 
 def test_a_study_measured_on_another_graph_form_is_refused(
@@ -248,12 +257,12 @@ def test_a_study_measured_on_another_graph_form_is_refused(
     latencies are not comparable, and the message says what changed, not 'another device'."""
     import search.targets
 
-    run_search(_opts(tmp_path, tiny_space, trials=3, study="s"))
+    run_fake(_opts(tmp_path, tiny_space, trials=3, study="s"))
     before = FakeTarget(name="ort-cpu").fingerprint
     monkeypatch.setattr(search.targets, "GRAPH_VERSION", search.targets.GRAPH_VERSION + 1)
     assert FakeTarget(name="ort-cpu").fingerprint != before
     with pytest.raises(ValueError, match=r"created with other settings \(device_fingerprint"):
-        run_search(_opts(tmp_path, tiny_space, trials=3, study="s"))
+        run_fake(_opts(tmp_path, tiny_space, trials=3, study="s"))
 
 
 def _other_fingerprint(self):
@@ -263,12 +272,13 @@ def _other_fingerprint(self):
 
 def test_candidates_read_latency_from_the_trials(tmp_path, tiny_space, fake_target):
     """A worker on another host has no local log: the trials carry their measurements."""
-    from search.study import SearchRun
+    from search.final import collect_candidates
+    from search.study import prepare_run
 
-    outcome = run_search(_opts(tmp_path, tiny_space, trials=10, study="s"))
+    outcome = run_fake(_opts(tmp_path, tiny_space, trials=10, study="s"))
     (outcome.out / "measurements.jsonl").unlink()
-    run = SearchRun(_opts(tmp_path, tiny_space, trials=10, study="s"))
-    cands = run.candidates(run.open_study())
+    run = prepare_run(_opts(tmp_path, tiny_space, trials=10, study="s"), WIRING.seams())
+    cands = collect_candidates(run.study, run.ctx)
     assert len(cands) >= 6 and all(c.latency.median_ms > 0 for c in cands)
 
 
@@ -284,8 +294,8 @@ def test_failed_trials_are_logged_with_their_reason(tmp_path, tiny_space, fake_t
 
     FakeTarget.measure = flaky
     try:
-        with caplog.at_level("WARNING", logger="search.study"):
-            outcome = run_search(_opts(tmp_path, tiny_space, trials=6))
+        with caplog.at_level("WARNING", logger="search"):
+            outcome = run_fake(_opts(tmp_path, tiny_space, trials=6))
     finally:
         FakeTarget.measure = real
     failed = _study(outcome).get_trials(states=(TrialState.FAIL,))
@@ -353,12 +363,10 @@ def test_an_unsigned_trial_of_a_killed_worker_is_reaped_when_no_one_else_runs(tm
 
 def test_trials_csv_survives_a_trial_with_partial_parameters(tiny_space):
     """A worker killed while sampling leaves a failed trial with only some parameters."""
-    from types import SimpleNamespace
-
     from optuna.distributions import CategoricalDistribution
     from optuna.trial import TrialState, create_trial
 
-    from search.report import trials_csv
+    from search.outputs import trials_csv
     from search.space import load_space
 
     study = optuna.create_study(directions=["maximize", "minimize"])
@@ -369,8 +377,7 @@ def test_trials_csv_survives_a_trial_with_partial_parameters(tiny_space):
             distributions={"s0_num_heads": CategoricalDistribution([1, 2])},
         )
     )
-    run = SimpleNamespace(space=load_space(tiny_space), opts=SimpleNamespace(budget_ms=1.0))
-    text = trials_csv(study, run)
+    text = trials_csv(study, load_space(tiny_space), 1.0)
     assert "partial parameters (its worker died while sampling)" in text
 
 
@@ -381,7 +388,7 @@ def test_a_machine_slower_in_the_final_remeasurement_is_reported(
     check) at 1.6x slower: the report and the CLI say so instead of a silent verdict."""
     from tests.search.conftest import ConstantRuntime
 
-    steady = run_search(_opts(tmp_path, tiny_space, trials=8, study="steady"))
+    steady = run_fake(_opts(tmp_path, tiny_space, trials=8, study="steady"))
     assert steady.drift_warning is None
     monkeypatch.setattr(
         FakeTarget,
@@ -390,7 +397,7 @@ def test_a_machine_slower_in_the_final_remeasurement_is_reported(
             lambda: ConstantRuntime(1.6 * self._ms(config), config.name)
         ),
     )
-    slow = run_search(_opts(tmp_path, tiny_space, trials=8, study="slow", out=tmp_path / "slow"))
+    slow = run_fake(_opts(tmp_path, tiny_space, trials=8, study="slow", out=tmp_path / "slow"))
     assert slow.drift_warning and "1.60x slower during the final re-measurement" in (
         slow.drift_warning
     )
@@ -408,7 +415,6 @@ def test_a_drifted_final_remeasurement_is_repeated_and_the_closest_run_kept(
     """The machine reads 1.6x slow in the final run, then 1.4x, then 2.0x (it changes speed
     while the search waits): the attempt closest to the trials' speed decides (1.4x, still
     warned); when it recovers after one wait, the second run decides and nothing is warned."""
-    import search.study
     from tests.search.conftest import ConstantRuntime
 
     speeds = []
@@ -420,10 +426,10 @@ def test_a_drifted_final_remeasurement_is_repeated_and_the_closest_run_kept(
         ),
     )
     waits = []
-    monkeypatch.setattr(search.study, "_sleep", lambda s: (waits.append(s), speeds.pop(0)))
+    wire(sleep=lambda s: (waits.append(s), speeds.pop(0)))
 
     speeds[:] = [1.6, 1.4, 2.0]
-    worst = run_search(_opts(tmp_path, tiny_space, trials=8, study="a", out=tmp_path / "a"))
+    worst = run_fake(_opts(tmp_path, tiny_space, trials=8, study="a", out=tmp_path / "a"))
     assert len(waits) == 2 and speeds == [2.0]
     assert "1.40x slower" in worst.drift_warning
     ratio = worst.best.remeasured.median_ms / worst.best.latency.median_ms
@@ -431,13 +437,13 @@ def test_a_drifted_final_remeasurement_is_repeated_and_the_closest_run_kept(
 
     speeds[:] = [1.6, 1.0]
     waits.clear()
-    steady = run_search(_opts(tmp_path, tiny_space, trials=8, study="b", out=tmp_path / "b"))
+    steady = run_fake(_opts(tmp_path, tiny_space, trials=8, study="b", out=tmp_path / "b"))
     assert len(waits) == 1 and steady.drift_warning is None
     assert steady.stats["final_drifts"] == pytest.approx([1.6, 1.0])
     assert steady.best.remeasured.median_ms == pytest.approx(steady.best.latency.median_ms)
 
     speeds[:] = [1.6]  # --drift-retries 0: one run, warned
-    none = run_search(
+    none = run_fake(
         _opts(tmp_path, tiny_space, trials=8, study="c", out=tmp_path / "c", drift_retries=0)
     )
     assert none.stats["final_drifts"] == pytest.approx([1.6])
@@ -458,43 +464,38 @@ def test_a_time_limit_skips_drift_remeasurements_that_do_not_fit(
     slow. With --time-limit 200 the trials stop leaving the final phase its expected time, and
     the minute-long wait for a second re-measurement, which would overrun, is skipped (said
     so); without the limit the same search waits and measures again."""
-    import search.study
-    from search.study import SearchRun
     from tests.search.conftest import ConstantRuntime
 
     clock = [0.0]
-    monkeypatch.setattr(search.study, "_clock", lambda: clock[0])
-    evaluate = SearchRun._evaluate
 
-    def ten_seconds(self, trial):
-        clock[0] += 10.0
-        return evaluate(self, trial)
+    class TenSeconds(FakeTarget):  # each measurement takes 10 s of the fake clock
+        def measure(self, config, timings=None):
+            clock[0] += 10.0
+            return super().measure(config, timings)
 
-    monkeypatch.setattr(SearchRun, "_evaluate", ten_seconds)
-    monkeypatch.setattr(
-        FakeTarget,
-        "prepare",
-        lambda self, config, timings=None: (
-            lambda: ConstantRuntime(1.6 * self._ms(config), config.name)
-        ),
-    )
+        def prepare(self, config, timings=None):  # the final run reads the machine 1.6x slow
+            return lambda: ConstantRuntime(1.6 * self._ms(config), config.name)
+
+    wire(clock=lambda: clock[0], target=TenSeconds)
     waits = []
-    monkeypatch.setattr(search.study, "_sleep", waits.append)
+    wire(sleep=waits.append)
     opts = _opts(tmp_path, tiny_space, trials=500, time_limit=200.0, drift_wait_seconds=60.0)
-    with caplog.at_level("WARNING", logger="search.study"):
-        limited = run_search(opts)
+    with caplog.at_level("WARNING", logger="search"):
+        limited = run_fake(opts)
     stop = limited.stats["time_limit"]
     assert stop["next_trial_estimate_s"] == pytest.approx(10.0)
     # the trials left the final phase its expected time, and stopped only when another
     # trial would have eaten into it
     left = 200 - stop["trials_stopped_at_s"]
     assert stop["final_estimate_s"] <= left < stop["final_estimate_s"] + 10
-    assert clock[0] == stop["trials_stopped_at_s"]
+    # the run ends within the limit; after the trials, only the six references outside the
+    # tiny space were measured (10 s each): the final side-by-side run costs no fake time
+    assert clock[0] == stop["trials_stopped_at_s"] + 60.0 <= 200.0
     assert waits == [] and limited.stats["final_drifts"] == pytest.approx([1.6])
     assert "no time for another within --time-limit" in caplog.text
     assert "- Time limit: this run took" in (limited.out / "report.md").read_text()
 
-    unlimited = run_search(
+    unlimited = run_fake(
         _opts(tmp_path, tiny_space, trials=8, out=tmp_path / "b", drift_wait_seconds=60.0)
     )
     assert waits == [60.0, 60.0] and len(unlimited.stats["final_drifts"]) == 3
@@ -503,3 +504,34 @@ def test_a_time_limit_skips_drift_remeasurements_that_do_not_fit(
 def test_a_time_limit_must_be_positive(tmp_path, tiny_space):
     with pytest.raises(ValueError, match="--time-limit -5: must be > 0 seconds"):
         _opts(tmp_path, tiny_space, time_limit=-5).check()
+
+
+def test_a_candidate_under_the_budget_only_by_its_median_is_not_the_pick(
+    tmp_path, tiny_space, fake_target
+):
+    """Seeded noise, through the whole run: configs whose latency sits just under the budget
+    read with a 50 % spread per inference, the others exactly. A rule on medians would pick
+    the largest noisy one; the rule applied (the upper end of the re-measured median's 95 % CI
+    within the budget) picks one whose latency is known to fit."""
+    budget = 2.85
+    band = (0.9 * budget, 1.1 * budget)
+    fake_target.spread = lambda c: 0.5 if band[0] <= fake_latency_ms(c) < band[1] else 0.0
+    outcome = run_fake(_opts(tmp_path, tiny_space, trials=40, budget_ms=budget))
+    best = outcome.best
+    assert best is not None and best.remeasured.ci_high_ms <= budget
+    by_median = max(
+        (c for c in outcome.pareto if c.remeasured.median_ms <= budget),
+        key=lambda c: c.objective,
+    )
+    assert by_median is not best and by_median.objective > best.objective
+    assert by_median.remeasured.ci_high_ms > budget  # its median fits, its CI does not
+    assert fake_target.spread(by_median.config) > 0 and fake_target.spread(best.config) == 0
+
+
+def test_without_trials_or_a_time_limit_the_whole_run_is_bounded(tmp_path, tiny_space):
+    from search.options import DEFAULT_TIME_LIMIT_S
+
+    assert _opts(tmp_path, tiny_space, trials=None).whole_run_limit == DEFAULT_TIME_LIMIT_S
+    assert _opts(tmp_path, tiny_space, trials=None, timeout=40).whole_run_limit == 600.0
+    assert _opts(tmp_path, tiny_space, trials=None, time_limit=90).whole_run_limit == 90
+    assert _opts(tmp_path, tiny_space, trials=5).whole_run_limit is None  # a count was asked
