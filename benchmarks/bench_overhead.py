@@ -215,7 +215,7 @@ def _openvino(path: Path, threads: int, precision: str) -> Any:
 def openvino_precisions() -> list[str]:
     """OpenVINO's precisions on this CPU (none without the extra), as ``--target auto`` sees
     them."""
-    from search.targets import cpu_paths
+    from search.autotarget import cpu_paths
 
     return [precision for runtime, precision in cpu_paths() if runtime == "openvino-cpu"]
 

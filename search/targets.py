@@ -14,19 +14,23 @@ level with one timing cache shared by all trials (``build_level``, ``timing_cach
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 import evit
 from edge.devicelock import device_key
 from edge.export import export_onnx
-from edge.latency import LatencyResult, environment, fingerprint, measure_latency
+from edge.latency import (
+    InterleavedResult,
+    LatencyResult,
+    environment,
+    fingerprint,
+    measure_interleaved,
+    measure_latency,
+)
 from edge.runtimes import Runtime, RuntimeFactory, TorchRuntime
 from evit.config import ModelConfig
 from evit.fusion import GRAPH_VERSION
@@ -252,9 +256,6 @@ class Target:
             rt.close()
 
 
-AUTO_FILE = "auto-target.json"  # --target auto's choice, reused when the study resumes
-
-
 BUDGET_FILE = "budget.json"  # --budget-ms m0's measured budget, reused when the study resumes
 # --budget-ms m0 admits trials up to this much over M0's start-up reading: one reading drifts by
 # that much on a shared machine (docs/benchmarks.md §5), and a candidate exactly as fast as M0
@@ -301,169 +302,37 @@ def reference_budget(out: Path, target: Target, name: str, num_classes: int) -> 
     return budget, line
 
 
-def cpu_paths(precision: str | None = None) -> list[tuple[str, str]]:
-    """Every CPU runtime and precision this machine can measure (``precision``: only that).
-
-    OpenVINO's int8 runs the same Q/DQ file as ONNX Runtime's (docs/benchmarks.md §14)."""
-    from edge.openvino import OpenVinoUnavailable, bf16_supported
-
-    paths = [("ort-cpu", "fp32"), ("ort-cpu", "int8")]
-    try:
-        bf16 = bf16_supported()  # imports OpenVINO: fails without the extra
-        paths += [("openvino-cpu", "fp32")] + ([("openvino-cpu", "bf16")] if bf16 else [])
-        paths += [("openvino-cpu", "int8")]
-    except OpenVinoUnavailable:
-        pass
-    chosen = [p for p in paths if precision is None or p[1] == precision]
-    if not chosen:
-        raise ValueError(
-            f"--target auto --precision {precision}: no CPU runtime here measures {precision} "
-            f"(available: {', '.join(f'{n} {p}' for n, p in paths)})"
-        )
-    return chosen
+def interleave_seconds(models: int) -> float:
+    """The time cap of one interleaved run of ``models`` models (the final re-measurement)."""
+    return max(30.0, 4.0 * models)
 
 
-CHECK_IMAGES = 16  # random images on which --target auto checks each path's outputs
-
-
-def output_problem(
-    target: Target,
-    config: ModelConfig,
-    live: evit.EfficientViT,
-    batches: list[np.ndarray],
-    expected: np.ndarray,
-) -> str | None:
-    """Does ``target`` compute what its graph says? ``None`` if so, else the reason in words.
-
-    ``live`` (a live copy of ``config``: every branch contributes, ``evit.live``) is prepared
-    on ``target`` and runs ``batches``; ``expected`` is ONNX Runtime fp32's output for them.
-    fp32 and bf16 paths must agree with it within ``edge.openvino.TOLERANCE``; an int8 path must
-    agree with its own Q/DQ graph run as written (``edge.quantize.reference_session``) more
-    closely than that graph agrees with fp32 (``edge.quantize.DeployedCheck``): a CPU whose int8
-    kernels saturate, or a runtime that misreads the graph, fails here.
-    """
-    from edge.openvino import TOLERANCE
-    from edge.quantize import compare_deployed, logit_agreement, run_reference
-
-    if target.name == "ort-cpu" and target.precision == "fp32":
-        return None  # the reference itself
-    factory = target.prepare(config, model=live)
-    got = _outputs(factory, batches)
-    if target.precision == "int8":
-        onnx_bytes = getattr(factory, "onnx_bytes", None)
-        if onnx_bytes is None:  # an engine: TensorRT is not chosen by this CPU check
-            return None
-        import onnx
-
-        reference = run_reference(onnx.ModelProto.FromString(onnx_bytes), batches)
-        check = compare_deployed(got, reference, expected, f"{target.name} int8")
-        return None if check.passed else check.summary()
-    agreement = logit_agreement(got, expected)
-    tol = TOLERANCE[target.precision or "fp32"]
-    if agreement.cosine >= tol["min_cosine"] and agreement.rel_error <= tol["max_rel_error"]:
-        return None
-    return (
-        f"{target.name} {target.precision} vs onnxruntime fp32: cosine {agreement.cosine:.4f} "
-        f"(min {tol['min_cosine']}), relative error {agreement.rel_error:.3f} "
-        f"(max {tol['max_rel_error']})"
-    )
-
-
-def _outputs(factory: Callable[[], Runtime], batches: list[np.ndarray]) -> np.ndarray:
-    rt = factory()
-    try:
-        return np.concatenate([rt(x) for x in batches]).astype(np.float64)
-    finally:
-        rt.close()
-
-
-def choose_cpu_target(
-    out: Path,
+def measure_side_by_side(
+    jobs: list[tuple[Target, ModelConfig]],
+    labels: list[str],
     *,
-    batch: int,
-    threads: int | None,
-    precision: str | None,
-    max_seconds: float,
-    workdir: Path,
-    calib: Path | None,
-    targets: list[Target] | None = None,
-) -> tuple[Target, str]:
-    """``--target auto`` without TensorRT: check that every CPU runtime and precision computes
-    the right thing on a live M0 (:func:`output_problem`; a path that does not is left out,
-    with its reason), then measure M0 and M5 on the others, interleaved, and take the path with
-    the lowest geometric mean of the two.
+    min_rounds: int = 10,
+    max_rounds: int = 40,
+    max_seconds: float | None = None,
+    block_seconds: float = 0.12,
+) -> InterleavedResult:
+    """Each (target, config) prepared, then all measured interleaved in one run (paired ratios;
+    one session open at a time).
 
-    Args:
-        targets: the paths to consider (default: every one of :func:`cpu_paths`).
-
-    Returns the target and a one-line table of what was measured and why it won. The choice is
-    saved in ``out`` so that a resumed study keeps its target.
+    Preparing (export, quantization, compilation) holds the device shared, as a training does;
+    the measurement holds it exclusively (``edge.devicelock``).
     """
-    from edge.devicelock import device_key, device_lock
-    from edge.latency import measure_interleaved
-    from search.space import reference_configs
+    from edge.devicelock import device_lock
 
-    common = dict(batch=batch, threads=threads, max_seconds=max_seconds, workdir=workdir)
-    saved = out / AUTO_FILE
-    asked = {"precision": precision, "batch": batch, "threads": threads}
-    if saved.is_file():
-        data = json.loads(saved.read_text())
-        if data.get("asked") == asked:
-            target = Target(data["target"], precision=data["precision"], calib=calib, **common)
-            return target, f"{data['table']} (chosen when this study started)"
-    if targets is None:
-        targets = [Target(n, precision=p, calib=calib, **common) for n, p in cpu_paths(precision)]
-    refs = reference_configs()
-    models = [refs["efficientvit_m0"], refs["efficientvit_m5"]]
-    # random normal images, the inputs live_copy re-estimated its BN statistics on: on
-    # off-distribution inputs (drawn frames) a live random network amplifies the last bit of
-    # fp32 rounding (OpenVINO vs ONNX Runtime fp32 read cosine 0.97 on one of four live M0s)
-    from evit.live import live_copy
-
-    size = models[0].img_size
-    images = np.random.default_rng(1).standard_normal((CHECK_IMAGES, 3, size, size))
-    images = images.astype(np.float32)
-    batches = [images[i : i + batch] for i in range(0, len(images), batch)]
-    with device_lock(device_key("cpu"), exclusive=False):
-        live = live_copy(evit.create_model(models[0]).eval(), seed=0)
-        reference = Target("ort-cpu", batch=batch, threads=1, workdir=workdir)
-        expected = _outputs(reference.prepare(models[0], model=live), batches)
-        problems = [output_problem(t, models[0], live, batches, expected) for t in targets]
-    left_out = [f"{t.name} {t.precision} left out: {p}" for t, p in zip(targets, problems) if p]
-    targets = [t for t, p in zip(targets, problems) if p is None]
-    if not targets:
-        raise TargetUnavailable(
-            "--target auto: no CPU path computes the right outputs; " + "; ".join(left_out)
+    key = jobs[0][0].device_key
+    with device_lock(key, exclusive=False):
+        factories = [target.prepare(config) for target, config in jobs]
+    with device_lock(key):
+        return measure_interleaved(
+            factories,
+            labels=labels,
+            min_rounds=min_rounds,
+            max_rounds=max_rounds,
+            max_seconds=max_seconds if max_seconds is not None else interleave_seconds(len(jobs)),
+            block_seconds=block_seconds,
         )
-    with device_lock(device_key("cpu"), exclusive=False):
-        factories = [t.prepare(m) for t in targets for m in models]
-    labels = [f"{t.name} {t.precision} {m.name}" for t in targets for m in models]
-    with device_lock(device_key("cpu")):
-        res = measure_interleaved(
-            factories, labels=labels, min_rounds=6, max_rounds=20, max_seconds=45.0
-        )
-    cells, scores = [], []
-    for i, t in enumerate(targets):
-        m0, m5 = res.results[2 * i].median_ms, res.results[2 * i + 1].median_ms
-        scores.append(math.sqrt(m0 * m5))
-        cells.append(f"{t.name} {t.precision} M0 {m0:.2f} / M5 {m5:.2f} ms")
-    best = min(range(len(targets)), key=lambda i: scores[i])
-    table = (
-        "--target auto: "
-        + " | ".join(cells + left_out)
-        + f" -> {targets[best].name} {targets[best].precision} (lowest geometric mean of M0 "
-        "and M5, measured interleaved just now, among the paths whose outputs on a live M0 "
-        "were right)"
-    )
-    out.mkdir(parents=True, exist_ok=True)
-    saved.write_text(
-        json.dumps(
-            {
-                "asked": asked,
-                "target": targets[best].name,
-                "precision": targets[best].precision,
-                "table": table,
-            }
-        )
-    )
-    return targets[best], table

@@ -42,7 +42,8 @@ def test_missing_openvino_is_one_line_and_exit_2(monkeypatch, files, capsys):
     assert main(["bench", str(files["fp32"]), "--runtime", "openvino"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: OpenVINO is not installed") and err.count("\n") == 1
-    from search.targets import TargetUnavailable, cpu_paths, resolve_target
+    from search.autotarget import cpu_paths
+    from search.targets import TargetUnavailable, resolve_target
 
     with pytest.raises(TargetUnavailable, match="target openvino-cpu unavailable: OpenVINO is"):
         resolve_target("openvino-cpu")
@@ -174,7 +175,8 @@ def test_bench_cli_checks_then_measures(files, capsys):
 
 def test_openvino_search_target_and_auto(tmp_path, monkeypatch):
     import search.space
-    from search.targets import AUTO_FILE, Target, choose_cpu_target, cpu_paths
+    from search.autotarget import AUTO_FILE, choose_cpu_target, cpu_paths
+    from search.targets import Target
 
     paths = cpu_paths()
     assert ("openvino-cpu", "fp32") in paths and ("openvino-cpu", "int8") in paths
@@ -187,7 +189,8 @@ def test_openvino_search_target_and_auto(tmp_path, monkeypatch):
     assert rt.name == "openvino" and rt.precision == "int8"
     assert "openvino" in target.description and "int8" in target.description
     # auto: M0 and M5 stand-ins (tiny models) on every path, interleaved, then the fastest
-    small, large = tiny_config(name="m0"), tiny_config(name="m5", img_size=128)
+    small = tiny_config(name="efficientvit_m0")
+    large = tiny_config(name="efficientvit_m5", img_size=128)
     monkeypatch.setattr(
         search.space,
         "reference_configs",
