@@ -247,6 +247,20 @@ def _accuracy_args(p: argparse.ArgumentParser) -> None:
         "the most accurate candidate within M0's latency again with another seed, and pick by "
         f"the mean of both (default {TrainBudget.confirm}; 0 = off)",
     )
+    acc.add_argument(
+        "--weight-sharing",
+        action="store_true",
+        help="train one weight-sharing supernet of the space on --data first, score every "
+        "candidate by its inherited weights (BatchNorm re-estimated, the whole validation "
+        "set) in seconds, then fine-tune the contenders and M0 from their inherited weights "
+        "with two seeds and pick by the mean",
+    )
+    acc.add_argument(
+        "--supernet-epochs",
+        type=int,
+        default=SearchOptions.supernet_epochs,
+        help=f"epochs of the supernet's training (default {SearchOptions.supernet_epochs})",
+    )
 
 
 def _study_args(p: argparse.ArgumentParser) -> None:
@@ -393,6 +407,8 @@ def options_from_args(args: argparse.Namespace) -> SearchOptions:
         precision=args.precision,
         drift_retries=args.drift_retries,
         time_limit=args.time_limit,
+        weight_sharing=args.weight_sharing,
+        supernet_epochs=args.supernet_epochs,
     )
 
 

@@ -38,6 +38,9 @@ class SearchOptions:
             speed drifted, after ``drift_wait_seconds`` each time.
         train: the accuracy objective's training (``--data``).
         precision: ``fp32``, ``fp16``, ``bf16`` or ``int8``; None: the target's default.
+        weight_sharing: score candidates by one supernet trained on ``train.data`` first
+            (``search.inherited``) instead of a short training each.
+        supernet_epochs: the supernet's training epochs.
     """
 
     budget_ms: float
@@ -63,6 +66,8 @@ class SearchOptions:
     train: TrainBudget | None = None
     precision: str | None = None
     budget_reference: str | None = None
+    weight_sharing: bool = False
+    supernet_epochs: int = 10
 
     @property
     def whole_run_limit(self) -> float | None:
@@ -102,6 +107,13 @@ class SearchOptions:
                 "--objective accuracy needs --data DIR (an ImageFolder with train/ and val/) "
                 "to train and score each candidate"
             )
+        if self.weight_sharing and self.train is None:
+            raise ValueError(
+                "--weight-sharing scores candidates by a supernet trained on your data: give "
+                "--objective accuracy --data DIR"
+            )
+        if self.supernet_epochs < 1:
+            raise ValueError(f"--supernet-epochs {self.supernet_epochs}: must be >= 1")
         if self.objective != ACCURACY and self.train is not None:
             raise ValueError(
                 f"--data trains candidates, which only --objective accuracy does (objective "
