@@ -27,3 +27,4 @@ class Candidate:
     checkpoint: Path | None = None  # accuracy objective: its trained weights, while kept
     train_img_size: int | None = None  # accuracy objective: the resolution it trained at
     seeds: list[float] | None = None  # accuracy objective: top-1 per seed when confirmed
+    inherited: float | None = None  # --weight-sharing: the supernet's score, before fine-tuning

@@ -31,7 +31,7 @@ from search.options import PrecisionRow
 from search.selection import choose_remeasure, pick_best, pick_family
 from search.space import reference_configs
 from search.timeplan import TimePlan
-from search.trainer import Confirmation, Trainer
+from search.trainer import Confirmation, Scorer
 
 log = logging.getLogger(__name__)
 
@@ -275,7 +275,7 @@ def finish(
     ctx: RunContext,
     study: optuna.Study,
     measurer: Measurer,
-    trainer: Trainer | None,
+    trainer: Scorer | None,
     plan: TimePlan,
     sleep: Callable[[float], None],
     interrupted: bool,

@@ -49,7 +49,8 @@ TRAIN_SECONDS = "train_seconds"
 EARLY_STOPPED = "early_stopped"  # the rule's reason, in words
 EARLY_SAVED_S = "early_saved_s"
 CHECKPOINT = "checkpoint"  # trials/<number>/best.pth, relative to the run folder
-ACCURACY_SOURCE = "accuracy_source"  # trained, trial N (same architecture), or why not
+ACCURACY_SOURCE = "accuracy_source"  # trained, inherited, trial N (same architecture), or why not
+INHERIT_SECONDS = "inherit_seconds"  # --weight-sharing: seconds to read the score off the supernet
 SCORE_KEYS = (TOP1, EARLY_TOP1, CURVE, TRAIN_IMG_SIZE)  # what a same-architecture trial copies
 
 

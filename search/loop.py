@@ -18,7 +18,7 @@ from optuna.trial import FrozenTrial, TrialState
 from search import keys
 from search.context import RunContext, counted_trials
 from search.timeplan import MEASURED, STOPPED, TRAINED, Stop, TimePlan
-from search.trainer import Trainer
+from search.trainer import Scorer
 from search.trial import Pruned, Tally, TrialReport, TrialRunner
 
 log = logging.getLogger(__name__)
@@ -37,7 +37,7 @@ class TrialLoop:
         ctx: RunContext,
         runner: TrialRunner,
         plan: TimePlan,
-        trainer: Trainer | None,
+        trainer: Scorer | None,
         clock: Callable[[], float],
     ) -> None:
         self.ctx, self.runner, self.plan, self.trainer, self.clock = (

@@ -150,6 +150,7 @@ class SearchOutcome:
         auto_choice: ``--target auto`` on a CPU: what it measured and chose.
         budget_choice: ``--budget-ms m0``: the reference's measured latency, in words.
         drift_warning: the machine's speed changed between the trials and the final phase.
+        supernet: ``--weight-sharing``: the supernet's training (``SupernetReport.as_dict``).
     """
 
     out: Path
@@ -173,3 +174,4 @@ class SearchOutcome:
     budget_choice: str | None = None
     budget_reference: str | None = None
     drift_warning: str | None = None
+    supernet: dict[str, Any] | None = None  # --weight-sharing: how the supernet was trained

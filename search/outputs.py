@@ -273,6 +273,7 @@ def _candidate_dict(c: Any) -> dict[str, Any]:
         "trial": c.trial,
         "objective": c.objective,
         "seeds": c.seeds,
+        "inherited": c.inherited,
         "trained": c.trained,
         "train_img_size": c.train_img_size,
         "params": c.params,
@@ -304,6 +305,7 @@ def summary(outcome: SearchOutcome) -> dict[str, Any]:
         "auto_choice": outcome.auto_choice,
         "budget_choice": outcome.budget_choice,
         "drift_warning": outcome.drift_warning,
+        "supernet": outcome.supernet,
         "precision_vs_fp32": [
             {
                 "model": row.candidate.config.name,

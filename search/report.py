@@ -66,8 +66,10 @@ def _objective_of(c: Any, name: str) -> str:
 
 def _top1(c: Any) -> str:
     """Validation top-1; for a confirmed candidate the mean and each seed's."""
+    inherited = f", inherited {c.inherited:.1f}" if c.inherited is not None else ""
     if c.seeds:
-        return f"{c.objective:.1f} % (seeds {' / '.join(f'{v:.1f}' for v in c.seeds)})"
+        seeds = " / ".join(f"{v:.1f}" for v in c.seeds)
+        return f"{c.objective:.1f} % (seeds {seeds}{inherited})"
     return f"{c.objective:.1f} %"
 
 
@@ -137,7 +139,34 @@ def _precision_table(outcome: SearchOutcome) -> str:
     return "\n".join(lines)
 
 
+def _weight_sharing_line(outcome: SearchOutcome) -> str:
+    """``--weight-sharing``: how the supernet trained, how many candidates it scored, and how
+    the contenders were fine-tuned."""
+    t, stats, s = outcome.training, outcome.stats, outcome.supernet or {}
+    scored = stats.get("inherited", 0)
+    per = stats.get("inherit_seconds", 0.0) / scored if scored else 0.0
+    stopped = (
+        f" (stopped after {s['epochs']} of {s['planned_epochs']} for the time limit)"
+        if s.get("epochs", 0) < s.get("planned_epochs", 0)
+        else ""
+    )
+    return (
+        f"Weight sharing: one supernet of the space trained {s.get('epochs')} epoch(s){stopped} "
+        f"on `{t['data']}/train` in {s.get('seconds', 0):.0f} s (validation top-1 of its largest "
+        f"config {s.get('largest_top1', float('nan')):.1f} %, smallest "
+        f"{s.get('smallest_top1', float('nan')):.1f} %, BatchNorm re-estimated); this run scored "
+        f"{scored} candidates by their inherited weights ({per:.1f} s each, the whole "
+        f"validation set). The pick's contenders, M0 and the best candidate within M0's latency "
+        f"were fine-tuned from their inherited weights for {t['epochs']} epoch(s) with seeds "
+        f"{t['seed']} and {t['seed'] + 1} ({stats.get('confirmed', 0)} trainings, "
+        f"{stats.get('confirm_seconds', 0):.0f} s): accuracies with seeds are the fine-tuned "
+        "means (inherited score in brackets), the others inherited scores."
+    )
+
+
 def _training_line(outcome: SearchOutcome) -> str:
+    if outcome.supernet is not None:
+        return _weight_sharing_line(outcome)
     t, stats = outcome.training, outcome.stats
     size = (
         f"at {t['train_img_size']} px for a 224-px candidate (others in proportion), a proxy for "
@@ -233,8 +262,9 @@ def _accuracy_comparison(outcome: SearchOutcome) -> str:
         for ref, c in outcome.iso_latency
     ]
     over = [r.reference for r in outcome.references if r.trained is False]
+    how = "fine-tuned from the supernet" if outcome.supernet else "under the same short training"
     text = (
-        f"Validation top-1 under the same short training: **pick {_top1(best)}**"
+        f"Validation top-1 {how}: **pick {_top1(best)}**"
         + (", " + ", ".join(parts) if parts else "")
         + f" ({precisions_note(outcome)})."
     )

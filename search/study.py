@@ -26,7 +26,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 from optuna.trial import TrialState
@@ -39,8 +39,11 @@ from search.measure import Measurer
 from search.options import SearchOptions, SearchOutcome
 from search.space import reference_configs
 from search.storage import WorkerPresence
+
+if TYPE_CHECKING:
+    from search.inherited import SupernetReport
 from search.timeplan import TimePlan
-from search.trainer import Trainer
+from search.trainer import Scorer, Trainer
 from search.trial import TrialRunner
 
 # progress_factory(ctx, plan, study) -> a trial callback with .close()
@@ -74,7 +77,7 @@ def make_plan(ctx: RunContext, seams: Seams, study: optuna.Study) -> TimePlan:
 def _stats(
     ctx: RunContext, loop: TrialLoop, final: Final, study: optuna.Study, seconds: dict[str, float]
 ) -> dict[str, Any]:
-    stats = loop.tally.as_dict(trains(ctx))
+    stats = loop.tally.as_dict(trains(ctx), ctx.opts.weight_sharing)
     if trains(ctx):
         done = final.confirmation.seconds if final.confirmation is not None else []
         stats.update(confirmed=len(done), confirm_seconds=sum(done))
@@ -97,10 +100,11 @@ class Run:
     ctx: RunContext
     study: optuna.Study
     measurer: Measurer
-    trainer: Trainer | None
+    trainer: Scorer | None
     plan: TimePlan
     loop: TrialLoop
     presence: WorkerPresence  # held while the worker runs: others see it alive
+    supernet: SupernetReport | None = None  # --weight-sharing: how the supernet was trained
 
     def trials(self, progress: Any | None = None) -> None:
         """The trial loop (``search.loop``); KeyboardInterrupt re-queues the cut trial."""
@@ -118,10 +122,27 @@ def prepare_run(opts: SearchOptions, seams: Seams | None = None) -> Run:
     )
     measurer.learn_from(study, ctx.space)
     measurer.check_smallest_fits(ctx.space, ctx.budget_ms)
-    trainer = Trainer(ctx.train, ctx.out, ctx.target, seams.train) if ctx.train else None
     plan = make_plan(ctx, seams, study)
+    trainer, supernet = _scorer(ctx, seams, plan)
     loop = TrialLoop(ctx, TrialRunner(ctx, measurer, trainer), plan, trainer, seams.clock)
-    return Run(ctx, study, measurer, trainer, plan, loop, presence)
+    return Run(ctx, study, measurer, trainer, plan, loop, presence, supernet)
+
+
+def _scorer(
+    ctx: RunContext, seams: Seams, plan: TimePlan
+) -> tuple[Scorer | None, SupernetReport | None]:
+    """What scores a candidate: nothing (a proxy), a short training each, or the supernet
+    (``--weight-sharing``, trained here first)."""
+    if ctx.train is None:
+        return None, None
+    if not ctx.opts.weight_sharing:
+        return Trainer(ctx.train, ctx.out, ctx.target, seams.train), None
+    from search.inherited import InheritedScorer, train_supernet_for
+
+    report = train_supernet_for(
+        ctx.train, ctx.opts.space, ctx.out, ctx.opts.supernet_epochs, plan.time_left
+    )
+    return InheritedScorer(ctx.train, ctx.out, report, seams.train), report
 
 
 def run_search(
@@ -175,6 +196,7 @@ def run_search(
         budget_choice=ctx.budget_choice,
         budget_reference=opts.budget_reference,
         drift_warning=final.drift_warning,
+        supernet=run.supernet.as_dict() if run.supernet is not None else None,
     )
     write_outputs(outcome, study)
     return outcome

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 TRIALS = "trials"  # trained weights of the front: trials/<number>/
 CONFIRM = "confirm.jsonl"  # the second-seed scores (search.accuracy.ConfirmLog)
 TRAINED, STOPPED, COPIED, OVER = "trained", "stopped", "copied", "over the budget"
+INHERITED = "inherited"  # --weight-sharing: read from the supernet (search.inherited)
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,8 @@ class Score:
 
     Attributes:
         kind: ``trained`` (to the end), ``stopped`` (early), ``copied`` (the same architecture
-            trained before) or ``over the budget`` (not trained; ``top1`` 0 is a placeholder).
+            trained before), ``inherited`` (read from the supernet) or ``over the budget`` (not
+            scored; ``top1`` 0 is a placeholder).
     """
 
     top1: float
@@ -64,19 +66,33 @@ class Stopped(optuna.TrialPruned):
 
 @dataclass(frozen=True)
 class Confirmation:
-    """Second-seed scores: ``seeds`` by architecture hash (both seeds), the architectures of the
-    pick's contenders, and each new training's seconds."""
+    """Two seeds' scores by architecture hash, the architectures of the pick's contenders, and
+    each new training's seconds.
+
+    Attributes:
+        checkpoints: fine-tuned weights by architecture (``--weight-sharing``: they replace
+            the candidates' own).
+        fine_tuned: both seeds are fine-tunings from inherited weights (the first score is not
+            the trial's own).
+    """
 
     seeds: dict[str, list[float]] = field(default_factory=dict)
     contenders: list[str] = field(default_factory=list)
     seconds: list[float] = field(default_factory=list)
+    checkpoints: dict[str, Path] = field(default_factory=dict)
+    fine_tuned: bool = False
 
     def apply(self, cands: list[Candidate]) -> list[Candidate]:
-        """Copies of ``cands``; those confirmed carry both seeds and their mean as objective."""
+        """Copies of ``cands``; those confirmed carry both seeds and their mean as objective
+        (and, fine-tuned, their inherited score and fine-tuned weights)."""
         out = []
         for c in cands:
-            seeds = self.seeds.get(c.config.architecture_hash())
+            arch = c.config.architecture_hash()
+            seeds = self.seeds.get(arch)
             if seeds is not None and c.trained:
+                if self.fine_tuned:  # the trial's own score was the supernet's
+                    checkpoint = self.checkpoints.get(arch, c.checkpoint)
+                    c = dataclasses.replace(c, inherited=c.objective, checkpoint=checkpoint)
                 c = dataclasses.replace(c, seeds=seeds, objective=sum(seeds) / len(seeds))
             out.append(c)
         return out
@@ -265,6 +281,32 @@ def _front(trials: list[FrozenTrial]) -> list[FrozenTrial]:
     """The trained trials no other one beats in both top-1 and first-measured latency."""
     points = [(t.user_attrs[keys.TOP1], t.user_attrs[keys.LATENCY_MEDIAN]) for t in trials]
     return [trials[i] for i in front_indices(points)]
+
+
+class Scorer(Protocol):
+    """What scores the accuracy objective's candidates: :class:`Trainer` (a short training
+    each) or ``search.inherited.InheritedScorer`` (the supernet's weights)."""
+
+    def score(
+        self,
+        trial: optuna.Trial,
+        config: ModelConfig,
+        latency: LatencyResult,
+        budget_ms: float,
+        reference: str | None,
+        sets_budget: bool,
+    ) -> Score: ...
+
+    def keep_front_checkpoints(self, study: optuna.Study, budget_ms: float) -> None: ...
+
+    def confirm(
+        self,
+        chosen: list[Candidate],
+        references: list[Candidate],
+        run: InterleavedResult | None,
+        budget_ms: float,
+        budget_reference: Candidate | None,
+    ) -> Confirmation | None: ...
 
 
 def _early_records(study: optuna.Study) -> list[EarlyRecord]:

@@ -22,7 +22,7 @@ from search import keys
 from search.context import RunContext
 from search.measure import Measurement, Measurer, attention_blocks
 from search.storage import worker_id
-from search.trainer import STOPPED, TRAINED, Score, Stopped, Trainer
+from search.trainer import INHERITED, STOPPED, TRAINED, Score, Scorer, Stopped
 
 
 @dataclass(frozen=True)
@@ -65,6 +65,8 @@ class Tally:
     early_stopped: int = 0
     train_seconds: float = 0.0
     early_saved_s: float = 0.0
+    inherited: int = 0  # --weight-sharing: scores read from the supernet
+    inherit_seconds: float = 0.0
     timings: list[dict[str, float]] = field(default_factory=list)
 
     def add(self, report: TrialReport) -> None:
@@ -80,13 +82,16 @@ class Tally:
             self.cache += 1
         self.confirmations += report.confirmations
         score = report.score
+        if score is not None and score.kind == INHERITED:
+            self.inherited += 1
+            self.inherit_seconds += score.seconds
         if score is not None and score.kind in (TRAINED, STOPPED):
             self.trained += score.kind == TRAINED
             self.early_stopped += score.kind == STOPPED
             self.train_seconds += score.seconds
             self.early_saved_s += score.saved_s
 
-    def as_dict(self, trains: bool) -> dict[str, Any]:
+    def as_dict(self, trains: bool, inherits: bool = False) -> dict[str, Any]:
         out: dict[str, Any] = {
             k: getattr(self, k)
             for k in ("measured", "cache", "prefiltered", "failed", "rejected", "confirmations")
@@ -98,6 +103,8 @@ class Tally:
                 train_seconds=self.train_seconds,
                 early_saved_s=self.early_saved_s,
             )
+        if inherits:
+            out.update(inherited=self.inherited, inherit_seconds=self.inherit_seconds)
         return out
 
 
@@ -120,7 +127,7 @@ def _record_latency(trial: optuna.Trial, m: Measurement) -> None:
 class TrialRunner:
     """Runs the trials of one run (see the module docstring)."""
 
-    def __init__(self, ctx: RunContext, measurer: Measurer, trainer: Trainer | None) -> None:
+    def __init__(self, ctx: RunContext, measurer: Measurer, trainer: Scorer | None) -> None:
         self.ctx, self.measurer, self.trainer = ctx, measurer, trainer
 
     def _sample(self, trial: optuna.Trial) -> tuple[ModelConfig, str | None]:

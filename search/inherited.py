@@ -1,0 +1,252 @@
+"""``--weight-sharing``: every candidate scored by one supernet trained on the user's data.
+
+Before the trials, one weight-sharing supernet of the search space is trained on ``--data``
+(``evit.supernet``: the sandwich rule with in-place distillation, ``evit train``'s recipe), for
+``--supernet-epochs`` or until it has used half of the time ``--time-limit`` leaves. A trial
+then scores its candidate in seconds: the sub-network's weights are sliced out, its BatchNorm
+statistics re-estimated on a fixed set of training batches, and validation top-1 measured on the
+whole validation set (:class:`InheritedScorer`). Every candidate is scored by the same training,
+so its noise is shared by the comparisons between candidates.
+
+The final phase fine-tunes the pick's contenders, M0 and M0's rival from their inherited weights
+(``search.accuracy.train_candidate`` with the sub-network as ``init``) with two seeds and picks
+by the mean, as ``--confirm`` does for short trainings; ``best.pth`` is the pick's fine-tuned
+weights (first seed).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from edge.latency import InterleavedResult, LatencyResult
+from evit.config import ModelConfig
+from search import keys
+from search.accuracy import TrainBudget
+from search.candidates import Candidate
+from search.selection import fits_budget, within_reference
+from search.space import ACCURACY_SPACE
+from search.trainer import INHERITED, OVER, TRIALS, Confirmation, Score
+
+log = logging.getLogger(__name__)
+
+SUPERNET = "supernet"  # the run folder's supernet training: supernet.pth, metrics.jsonl
+NOT_CONTAINED = "not in the supernet"
+SUPERNET_SHARE = 0.5  # of the time --time-limit leaves when the supernet's training starts
+
+
+class _OutOfTime(Exception):
+    """The supernet's next epoch would not fit its share of the time limit."""
+
+
+@dataclass(frozen=True)
+class SupernetReport:
+    """How the supernet was trained (the report says it)."""
+
+    checkpoint: Path
+    epochs: int  # trained (the run's epochs, or fewer when the time limit stopped it)
+    planned_epochs: int
+    seconds: float
+    largest_top1: float
+    smallest_top1: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: str(v) if isinstance(v, Path) else v for k, v in self.__dict__.items()}
+
+
+def train_supernet_for(
+    budget: TrainBudget,
+    space_path: str | Path | None,
+    out: Path,
+    epochs: int,
+    time_left: Callable[[], float | None],
+) -> SupernetReport:
+    """Train (or resume, or reuse) the run's supernet at the candidates' training sizes."""
+    from evit.supernet.checkpoint import load_supernet
+    from evit.supernet.loop import SupernetOptions, train_supernet
+    from evit.supernet.space import read_space
+    from evit.train.recipe import choose_recipe
+
+    space = read_space(space_path or ACCURACY_SPACE)
+    space = space.with_img_size(tuple(sorted({budget.train_img_size(s) for s in space.img_size})))
+    recipe, why = choose_recipe(
+        "short", epochs=epochs, train_images=budget.train_images(), batch_size=budget.batch_size
+    )
+    log.info("supernet: %s", why)
+    folder = out / SUPERNET
+    checkpoint = folder / "supernet.pth"
+    options = SupernetOptions(
+        space=space,
+        data=budget.data,
+        out=folder,
+        recipe=recipe.replace(seed=budget.seed, aug="mild"),
+        resume=checkpoint.is_file(),
+        threads=budget.threads,
+        device=budget.device,
+        progress=False,
+    )
+    left = time_left()
+    share = None if left is None else SUPERNET_SHARE * left
+    start = time.perf_counter()
+
+    def in_time(epoch: int, record: dict[str, Any]) -> None:
+        took = time.perf_counter() - start
+        if share is not None and epoch + 1 < epochs and took * (epoch + 2) / (epoch + 1) > share:
+            raise _OutOfTime
+
+    try:
+        result = train_supernet(options, in_time)
+        history = result.history
+    except _OutOfTime:
+        history = load_supernet(checkpoint).extra["train_state"]["history"]
+        log.warning(
+            "supernet: stopped after %d of %d epochs for --time-limit", len(history), epochs
+        )
+    last = history[-1] if history else {}
+    return SupernetReport(
+        checkpoint=checkpoint,
+        epochs=len(history),
+        planned_epochs=epochs,
+        seconds=time.perf_counter() - start,
+        largest_top1=float(last.get("largest_top1", float("nan"))),
+        smallest_top1=float(last.get("smallest_top1", float("nan"))),
+    )
+
+
+class InheritedScorer:
+    """Scores candidates by the supernet (see the module docstring); the final phase's
+    fine-tuning trains with ``train`` (``search.accuracy.train_candidate``'s signature)."""
+
+    def __init__(
+        self, budget: TrainBudget, out: Path, report: SupernetReport, train: Callable[..., Any]
+    ) -> None:
+        from evit.supernet.checkpoint import load_supernet
+        from evit.supernet.evaluate import fixed_training_images
+        from evit.train.data import resolve_data
+        from evit.train.loop import BN_RECALIBRATION_BATCHES
+
+        self.budget, self.out, self.report, self.train = budget, out, report, train
+        loaded = load_supernet(report.checkpoint)
+        self.supernet, self.class_names = loaded.supernet.eval(), loaded.class_names
+        self.split = resolve_data(budget.data, None, 0.1, budget.seed)
+        self.bn_batches = BN_RECALIBRATION_BATCHES
+        self._bn: dict[int, Any] = {}
+        self._val: dict[int, Any] = {}
+        self._fixed = fixed_training_images
+
+    def _loaders(self, size: int) -> tuple[Any, Any]:
+        from evit.train.evaluate import eval_loader
+
+        if size not in self._bn:
+            self._bn[size] = self._fixed(
+                self.split.train, size, self.bn_batches, self.budget.batch_size, self.budget.seed
+            )
+            self._val[size] = eval_loader(self.split.val, size, self.budget.batch_size, 0)
+        return self._bn[size], self._val[size]
+
+    def _trained_config(self, config: ModelConfig) -> ModelConfig:
+        size = self.budget.train_img_size(config.img_size)
+        return config.at_img_size(size).replace(num_classes=len(self.class_names))
+
+    def inherited_top1(self, config: ModelConfig) -> float:
+        """Validation top-1 of ``config``'s sub-network (BN re-estimated, whole val set)."""
+        from evit.supernet.evaluate import evaluate_subnet
+
+        trained = self._trained_config(config)
+        bn, val = self._loaders(trained.img_size)
+        return evaluate_subnet(self.supernet, trained, bn, val)
+
+    def contains(self, config: ModelConfig) -> bool:
+        from evit.supernet.contain import check_contained
+
+        try:
+            check_contained(self.supernet.max_config, self._trained_config(config))
+        except ValueError:
+            return False
+        return True
+
+    def score(
+        self,
+        trial: optuna.Trial,
+        config: ModelConfig,
+        latency: LatencyResult,
+        budget_ms: float,
+        reference: str | None,
+        sets_budget: bool,
+    ) -> Score:
+        """``config``'s inherited top-1, recorded on ``trial`` (not scored over the budget)."""
+        if latency.median_ms > budget_ms and not sets_budget:
+            trial.set_user_attr(keys.ACCURACY_SOURCE, "not trained: over the budget")
+            return Score(0.0, OVER)
+        if not self.contains(config):
+            trial.set_user_attr(keys.ACCURACY_SOURCE, f"not scored: {NOT_CONTAINED}")
+            return Score(0.0, OVER)
+        start = time.perf_counter()
+        top1 = self.inherited_top1(config)
+        seconds = time.perf_counter() - start
+        trial.set_user_attr(keys.TOP1, top1)
+        trial.set_user_attr(keys.TRAIN_IMG_SIZE, self.budget.train_img_size(config.img_size))
+        trial.set_user_attr(keys.ACCURACY_SOURCE, INHERITED)
+        trial.set_user_attr(keys.INHERIT_SECONDS, seconds)
+        return Score(top1, INHERITED, seconds)
+
+    def keep_front_checkpoints(self, study: optuna.Study, budget_ms: float) -> None:
+        """Nothing to delete: inherited scores keep no weights of their own."""
+
+    def confirm(
+        self,
+        chosen: list[Candidate],
+        references: list[Candidate],
+        run: InterleavedResult | None,
+        budget_ms: float,
+        budget_reference: Candidate | None,
+    ) -> Confirmation | None:
+        """Fine-tune the contenders (the ``max(confirm, 1)`` best inherited scores within the
+        budget), M0 and M0's rival from their inherited weights, with two seeds each."""
+        fits = [c for c in chosen if c.trained and fits_budget(c, budget_ms, budget_reference, run)]
+        top = sorted(fits, key=lambda c: -c.objective)[: max(self.budget.confirm, 1)]
+        if not top:
+            return None
+        todo = list(top)
+        m0 = next((r for r in references if r.reference == "efficientvit_m0" and r.trained), None)
+        if m0 is not None and run is not None:
+            under = [c for c in chosen if c.trained and within_reference(c, m0, run)]
+            todo += [max(under, key=lambda c: c.objective)] if under else []
+            todo.append(m0)
+        seeds: dict[str, list[float]] = {}
+        kept: dict[str, Path] = {}
+        seconds: list[float] = []
+        for c in todo:
+            arch = c.config.architecture_hash()
+            if arch not in seeds:
+                seeds[arch], kept[arch] = self._fine_tune(c.config, seconds)
+        contenders = [c.config.architecture_hash() for c in top]
+        return Confirmation(seeds, contenders, seconds, kept, fine_tuned=True)
+
+    def _fine_tune(self, config: ModelConfig, seconds: list[float]) -> tuple[list[float], Path]:
+        """Both seeds' top-1 after fine-tuning from the inherited weights; the first seed's
+        weights are kept."""
+        import evit
+        from evit.supernet.evaluate import extract_model
+
+        arch = config.architecture_hash()
+        folder = self.out / TRIALS / f"finetune-{arch[:8]}"
+        folder.mkdir(parents=True, exist_ok=True)
+        init = folder / "inherited.pth"
+        model = extract_model(self.supernet, self._trained_config(config))
+        evit.save_checkpoint(model, init, {"source": "supernet"}, class_names=self.class_names)
+        scores = []
+        for seed in (self.budget.seed, self.budget.seed + 1):
+            tuned = dataclasses.replace(self.budget, seed=seed, init=init)
+            log.info("fine-tuning %s from its inherited weights, seed %d", config.name, seed)
+            outcome = self.train(config, tuned, folder / f"seed{seed}", None)
+            seconds.append(outcome.seconds)
+            scores.append(outcome.top1)
+        return scores, folder / f"seed{self.budget.seed}" / "best.pth"

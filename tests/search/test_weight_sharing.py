@@ -1,0 +1,99 @@
+"""--weight-sharing: a supernet trained first, every candidate's accuracy read from it, the
+contenders fine-tuned from their inherited weights (fake latency, a real supernet trained for
+one epoch on a tiny data set, fake fine-tuning)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import optuna
+import pytest
+
+from search.accuracy import TrainBudget
+from search.cli import main as search_main
+from search.options import SearchOptions
+from search.space import load_space
+from tests.search.conftest import run_fake, wire
+from tests.search.test_accuracy import EPOCHS, FakeTraining, shapes  # noqa: F401 (a fixture)
+
+
+class RecordingTraining(FakeTraining):
+    """Records the weights each fine-tuning starts from."""
+
+    def __init__(self):
+        super().__init__()
+        self.inits = []
+
+    def __call__(self, config, budget, out, on_epoch):
+        self.inits.append((config.architecture_hash(), budget.seed, budget.init))
+        return super().__call__(config, budget, out, on_epoch)
+
+
+def _budget(data):
+    return TrainBudget(data=data, epochs=EPOCHS, batch_size=4)
+
+
+def _opts(tmp_path, space, data, **kw):
+    base = dict(
+        budget_ms=3.0,
+        target="ort-cpu",
+        trials=12,
+        space=space,
+        out=tmp_path / "run",
+        remeasure_block_seconds=0.001,
+        objective="accuracy",
+        train=_budget(data),
+        weight_sharing=True,
+        supernet_epochs=1,
+    )
+    base.update(kw)
+    return SearchOptions(**base)
+
+
+def test_the_search_reads_accuracy_from_the_supernet_and_fine_tunes_the_pick(
+    tmp_path,
+    tiny_space,
+    shapes,  # noqa: F811
+    fake_target,
+):
+    from search.inherited import InheritedScorer, SupernetReport
+
+    tuning = RecordingTraining()
+    wire(train=tuning)
+    outcome = run_fake(_opts(tmp_path, tiny_space, shapes))
+    checkpoint = tmp_path / "run" / "supernet" / "supernet.pth"
+    assert outcome.supernet["epochs"] == 1 and checkpoint.is_file()
+    study = optuna.load_study(
+        study_name=outcome.study_name, storage=f"sqlite:///{outcome.out / 'study.db'}"
+    )
+    complete = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    scored = [t for t in complete if t.user_attrs.get("accuracy_source") == "inherited"]
+    assert len(scored) >= 3 and outcome.stats["inherited"] == len(scored)
+    assert not [t for t in complete if t.user_attrs.get("accuracy_source") == "trained"]
+    # the score is the supernet's: read again from its checkpoint, the same number
+    report = SupernetReport(**{**outcome.supernet, "checkpoint": checkpoint})
+    scorer = InheritedScorer(_budget(shapes), outcome.out, report, None)
+    space = dataclasses.replace(load_space(tiny_space), num_classes=2)
+    for t in scored[:2]:
+        config = space.config_from_params(t.params)
+        assert scorer.inherited_top1(config) == pytest.approx(t.user_attrs["top1"], abs=1e-9)
+    # the pick was fine-tuned from its inherited weights with two seeds, and exported from them
+    best = outcome.best
+    assert best is not None and best.inherited is not None and len(best.seeds) == 2
+    arch = best.config.architecture_hash()
+    starts = [(seed, init) for a, seed, init in tuning.inits if a == arch]
+    assert [seed for seed, _ in starts] == [0, 1]
+    assert all(init is not None and init.name == "inherited.pth" for _, init in starts)
+    assert best.checkpoint == outcome.out / "trials" / f"finetune-{arch[:8]}" / "seed0" / "best.pth"
+    assert (outcome.out / "best.pth").is_file()
+    report_md = (outcome.out / "report.md").read_text()
+    assert "Weight sharing: one supernet of the space trained 1 epoch(s)" in report_md
+    assert f"scored {len(scored)} candidates by their inherited weights" in report_md
+
+
+def test_weight_sharing_without_data_is_a_one_line_error(capsys):
+    assert search_main(["--budget-ms", "2", "--weight-sharing", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --weight-sharing scores candidates by a supernet") and (
+        err.count("\n") == 1
+    )
