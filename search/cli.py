@@ -319,7 +319,13 @@ def _print_summary(o: SearchOutcome) -> None:
         f"\nsearch {o.study_name}: budget {budget_rule(o)}" + f" on {o.target.name} "
         f"(batch {o.target.batch}, threads {o.target.threads}), objective "
         f"{o.objective.name}"
-        + (" (validation top-1 %, short training)" if o.training else " (a proxy, not accuracy)")
+        + (
+            " (a proxy, not accuracy)"
+            if not o.training
+            else " (validation top-1 %, fine-tuned from the supernet)"
+            if o.supernet
+            else " (validation top-1 %, short training)"
+        )
         + f"; {precisions_note(o)}"
     )
     print(

@@ -261,7 +261,9 @@ def _accuracy_comparison(outcome: SearchOutcome) -> str:
         f"(latency {_paired(outcome, c, ref)})"
         for ref, c in outcome.iso_latency
     ]
-    over = [r.reference for r in outcome.references if r.trained is False]
+    untrained = [r for r in outcome.references if r.trained is False]
+    over = [r.reference for r in untrained if r.latency.median_ms > outcome.budget_ms]
+    outside = [r.reference for r in untrained if r.latency.median_ms <= outcome.budget_ms]
     how = "fine-tuned from the supernet" if outcome.supernet else "under the same short training"
     text = (
         f"Validation top-1 {how}: **pick {_top1(best)}**"
@@ -273,6 +275,8 @@ def _accuracy_comparison(outcome: SearchOutcome) -> str:
         text += f" **Verdict: {verdict}.**"
     if over:
         text += f" Over the budget, so not trained: {', '.join(over)}."
+    if outside:
+        text += f" Outside the search space, so not trained: {', '.join(outside)}."
     if iso:
         text += (
             " At each trained reference's own latency (the most accurate candidate whose paired "
