@@ -17,6 +17,15 @@ import argparse
 import json
 import sys
 
+from evit.clitools import (
+    EXIT_BAD_INPUT,
+    EXIT_INTERRUPTED,
+    ArgumentParser,
+    add_command,
+    add_verbose,
+    configure_logging,
+    epilog,
+)
 from evit.config import list_variants, load_config
 from evit.costs import model_costs
 from evit.supernet import cli as supernet_cli
@@ -77,17 +86,28 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m evit",
         description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=epilog(
+            ["python -m evit list", "python -m evit -v info m0"],
+            done="done (each subcommand's --help says what it does and when it fails)",
+        ),
     )
+    add_verbose(parser)
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("list", help="list the shipped variants (M0-M5)")
-    info = sub.add_parser("info", help="parameters, MACs, activation traffic, per-stage table")
+    add_command(
+        sub, "list", help="list the shipped variants (M0-M5)", examples="python -m evit list"
+    )
+    info = add_command(
+        sub,
+        "info",
+        help="parameters, MACs, activation traffic, per-stage table",
+        examples=["python -m evit info m0", "python -m evit info my_variant.yaml --json"],
+    )
     info.add_argument("model", help="variant name (efficientvit_m0 or m0) or a YAML config path")
     info.add_argument("--batch", type=int, default=1, help="batch size for MACs/bytes (default 1)")
-    info.add_argument("--json", action="store_true", help="machine-readable output")
+    info.add_argument("--json", action="store_true", help="print the costs as JSON")
     train_cli.add_parsers(sub)
     supernet_cli.add_parsers(sub)
     return parser
@@ -95,6 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command not in ("train", "supernet"):  # training sets up its own (per process)
+        configure_logging(args.verbose)
     try:
         if args.command == "list":
             print("\n".join(list_variants()))
@@ -112,12 +134,12 @@ def main(argv: list[str] | None = None) -> int:
         return _info(args)
     except ValueError as e:
         print(f"error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         saved = {"train": "last.pth", "supernet": "supernet.pth"}.get(args.command)
         hint = f"; the last finished epoch is in {saved} (continue with --resume)" if saved else ""
         print(f"interrupted{hint}", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 
+from evit.clitools import BAD_INPUT, add_command
 from evit.train.cli import (
     add_data_flags,
     add_process_flags,
@@ -25,23 +26,33 @@ from evit.train.loop import BN_RECALIBRATION_BATCHES
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     """Register ``supernet train`` on the ``python -m evit`` parser."""
-    supernet = sub.add_parser(
-        "supernet", help="a weight-sharing supernet over a search space (train)"
+    example = (
+        "python -m evit supernet train --space search/accuracy_space.yaml --data data/shapes "
+        "--img-size 64 --epochs 10 --out runs/supernet"
+    )
+    supernet = add_command(
+        sub,
+        "supernet",
+        help="a weight-sharing supernet over a search space (train)",
+        examples=example,
     )
     commands = supernet.add_subparsers(dest="supernet_command", required=True)
-    p = commands.add_parser(
+    p = add_command(
+        commands,
         "train",
         help="train a supernet on an image folder by the sandwich rule",
+        examples=example,
+        done="trained; the supernet is OUT/supernet.pth",
+        bad_input=f"{BAD_INPUT}; a largest config that does not fit in memory at the batch "
+        "size, a checkpoint of another space or class count",
+        interrupted="the last finished epoch is in OUT/supernet.pth (continue with --resume)",
         description="Train one set of weights for every config of a search space: each step "
         "trains the space's largest config on the labels and its smallest plus "
         "--random-subnets random configs on the largest's predictions (in-place "
         "distillation), with evit train's recipe (--recipe auto), EMA, exact --resume and "
         "torchrun. After each epoch the largest and smallest configs are evaluated with their "
         "BatchNorm statistics re-estimated. Outputs: OUT/supernet.pth (weights, EMA, space, "
-        "classes, training state) and OUT/metrics.jsonl. Example: python -m evit supernet "
-        "train --space search/accuracy_space.yaml --data data/shapes --img-size 64 --epochs 10 "
-        "--out runs/supernet. Exit codes: 0 done, 2 bad input (also a largest config that "
-        "does not fit in memory at the batch size), 130 interrupted.",
+        "classes, training state) and OUT/metrics.jsonl.",
     )
     p.add_argument(
         "--space",
@@ -78,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
     from evit.supernet.loop import SupernetOptions, train_supernet
     from evit.supernet.space import read_space
 
-    setup_logging()
+    setup_logging(getattr(args, "verbose", False))
     space = read_space(args.space)  # a bad space is refused before the data is scanned
     options = SupernetOptions(
         space=space,

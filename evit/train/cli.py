@@ -16,6 +16,7 @@ import os
 import sys
 from pathlib import Path
 
+from evit.clitools import BAD_INPUT, add_command
 from evit.train.recipe import PAPER, RECIPES, SHORT_BATCH, SHORT_LR, Recipe, choose_recipe
 
 log = logging.getLogger(__name__)
@@ -27,11 +28,21 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     """Register ``train``, ``eval`` and ``data`` on the ``python -m evit`` parser."""
     _add_train(sub)
     _add_eval(sub)
-    data = sub.add_parser("data", help="make datasets you can run here (nothing is downloaded)")
+    synthetic = "python -m evit data synthetic data/shapes --classes 10 --per-class 300 --size 64"
+    data = add_command(
+        sub,
+        "data",
+        help="make datasets you can run here (nothing is downloaded)",
+        examples=synthetic,
+    )
     kinds = data.add_subparsers(dest="kind", required=True)
-    syn = kinds.add_parser(
+    syn = add_command(
+        kinds,
         "synthetic",
         help="procedurally drawn shapes/textures as an ImageFolder (train/ and val/)",
+        examples=synthetic,
+        done="written",
+        bad_input=f"{BAD_INPUT}; a destination that is not empty",
     )
     syn.add_argument("dir", help="destination folder (must not exist, or be empty)")
     syn.add_argument("--classes", type=int, default=10, help="number of classes, 2..40 (10)")
@@ -44,21 +55,31 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "train",
         help="train a config (M0-M5, a YAML, a search's best.yaml) on an image folder",
         description="Train with the recipe --recipe names (auto: the paper's recipe for a long "
         "run on ImageNet-sized data, else settings that follow the run's length and the data's "
         "size). Defaults not given below come from evit/train/recipe.py; every value used is "
-        "logged and saved in the checkpoints. Example: python -m evit train --model m0 --data "
-        "data/shapes --img-size 64 --epochs 30 --out runs/m0. Exit codes: 0 done, 2 bad input, "
-        "130 interrupted.",
+        "logged and saved in the checkpoints.",
+        examples=[
+            "python -m evit train --model m0 --data data/shapes --img-size 64 --epochs 30 "
+            "--out runs/m0",
+            "python -m evit train --model m0 --data data/shapes --out runs/m0 --resume",
+        ],
+        done="trained; the best checkpoint is OUT/best.pth",
+        interrupted="the last finished epoch is in OUT/last.pth (continue with --resume)",
     )
     p.add_argument("--model", required=True, help="variant (m0..m5), or a YAML config path")
     add_data_flags(p)
     p.add_argument("--out", required=True, help="output folder (checkpoints, metrics, plot)")
     add_recipe_flags(p, img_size_help="input size (default: the config's; windows clip)")
-    p.add_argument("--init", help="inherit weights from this checkpoint (any config; fine-tune)")
+    p.add_argument(
+        "--init",
+        help="checkpoint to inherit weights from (any config: tensors matched by name and cut "
+        "to this config's shapes, the rest left at initialization; fine-tune)",
+    )
     p.add_argument("--resume", action="store_true", help="continue the run in --out exactly")
     add_process_flags(p)
     p.add_argument("--amp", action="store_true", help="fp16 mixed precision (CUDA)")
@@ -133,7 +154,7 @@ def add_process_flags(p: argparse.ArgumentParser) -> None:
         "--workers", type=int, help="DataLoader workers (default: 0 on the CPU, 8 on CUDA)"
     )
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
-    p.add_argument("--threads", type=int, help="PyTorch CPU threads")
+    p.add_argument("--threads", type=int, help="PyTorch CPU threads (default: PyTorch's own)")
     p.add_argument(
         "--max-bad-images",
         type=int,
@@ -144,9 +165,11 @@ def add_process_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _add_eval(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "eval",
         help="top-1/top-5, loss, images/s and per-class accuracy of a checkpoint on a folder",
+        examples="python -m evit eval --weights runs/m0/best.pth --data data/shapes --json",
     )
     p.add_argument(
         "--model",
@@ -159,7 +182,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=0, help="DataLoader workers (0)")
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     p.add_argument("--ema", action="store_true", help="official checkpoints: use model_ema")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
 # --- handlers ----------------------------------------------------------------------------------
@@ -212,11 +235,12 @@ def recipe_from_args(args: argparse.Namespace) -> Recipe:
     return recipe.replace(**{k: v for k, v in changes.items() if v is not None}).validate()
 
 
-def setup_logging() -> None:
-    """Messages of the main process at INFO on stderr; the other processes' warnings only."""
+def setup_logging(verbose: bool = False) -> None:
+    """Messages of the main process at INFO on stderr (its progress report); the other
+    processes' warnings only, or their INFO messages too with ``verbose`` (``-v``)."""
     rank = int(os.environ.get("RANK", "0"))
     logging.basicConfig(
-        level=logging.INFO if rank == 0 else logging.WARNING,
+        level=logging.INFO if rank == 0 or verbose else logging.WARNING,
         format="%(message)s",
         stream=sys.stderr,
     )
@@ -235,7 +259,7 @@ def default_workers(args: argparse.Namespace) -> int:
 def run_train(args: argparse.Namespace) -> int:
     from evit.train.loop import TrainOptions, train
 
-    setup_logging()
+    setup_logging(getattr(args, "verbose", False))
     options = TrainOptions(
         model=args.model,
         data=args.data,
