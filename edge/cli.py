@@ -2,11 +2,11 @@
 
 Examples:
     python -m edge export m0 --out m0.onnx
-    python -m edge export my_variant.yaml --batch dynamic --fp16 --out variant_fp16.onnx
+    python -m edge export my_variant.yaml --batch dynamic --precision fp16 --out variant_fp16.onnx
     python -m edge info m0.onnx
     python -m edge bench m0.onnx --threads 2 --compare m1.onnx
-    python -m edge trt m0.onnx --fp16 --out m0.engine --timing-cache trt.cache
-    python -m edge export m0 --int8 --int8-activations int8 --out m0.int8.onnx
+    python -m edge trt m0.onnx --precision fp16 --out m0.engine --timing-cache trt.cache
+    python -m edge export m0 --precision int8 --int8-activations int8 --out m0.int8.onnx
     python -m edge trt m0.int8.onnx --timing-cache trt.cache
 """
 
@@ -14,18 +14,29 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 from pathlib import Path
 from typing import Any
 
 from edge.devicelock import device_key, device_lock
 from edge.export import DEFAULT_OPSET, Int8Options, VerificationError, export_onnx
-from edge.latency import LatencyResult, measure_interleaved, measure_latency
+from edge.latency import LatencyResult, measure_interleaved, measure_latency, usable_cores
 from edge.onnxfile import read_metadata
 from edge.openvino import OpenVinoUnavailable
 from edge.runtimes import DEVICES, RUNTIMES
 from edge.tensorrt import TensorRTError, TensorRTUnavailable
+from evit.clitools import (
+    BAD_INPUT,
+    EXIT_BAD_INPUT,
+    EXIT_FAILED_CHECK,
+    EXIT_INTERRUPTED,
+    ArgumentParser,
+    add_alias,
+    add_command,
+    add_verbose,
+    configure_logging,
+    epilog,
+)
 from evit.files import check_writable
 
 
@@ -63,7 +74,7 @@ def _export(args: argparse.Namespace) -> int:
             weights=args.weights,
             batch=args.batch,
             opset=args.opset,
-            fp16=args.fp16,
+            fp16=args.precision == "fp16",
             int8=Int8Options(
                 args.calib,
                 args.calib_images,
@@ -73,24 +84,27 @@ def _export(args: argparse.Namespace) -> int:
                 activations=args.int8_activations,
                 weight_bits=args.int8_weight_bits,
             )
-            if args.int8
+            if args.precision == "int8"
             else None,
         )
     except VerificationError as e:
         print(f"error: {e}", file=sys.stderr)
-        return 1
+        return EXIT_FAILED_CHECK
+    check = result.int8_check
+    if check is not None and check.deployed is not None and not check.deployed.passed:
+        print(f"warning: {check.deployed.summary()}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+        return 0
     v = result.verification
     print(
         f"wrote {result.path} ({result.precision}, batch "
         f"{'dynamic' if result.batch is None else result.batch}, opset {result.opset}, "
         f"{result.nodes} nodes)"
     )
-    check = result.int8_check
     if check is not None:  # the int8 file's own check, not the fp32 graph's
         verdict = "verified" if check.passed else "checked (random weights: not enforced)"
         print(f"{verdict} {check.summary()}; weights exercised: {v.exercised}")
-        if check.deployed is not None and not check.deployed.passed:
-            print(f"warning: {check.deployed.summary()}", file=sys.stderr)
         return 0
     print(
         f"verified against {v.reference} on {v.samples} random input(s): max abs error "
@@ -103,17 +117,17 @@ def _export(args: argparse.Namespace) -> int:
 
 def _info(args: argparse.Namespace) -> int:
     meta = read_metadata(args.model)
-    if "config" not in meta:
-        print(
-            f"{args.model}: no evit metadata (not written by `python -m edge export`): "
-            f"opset {meta['opset']}, {meta['nodes']} nodes"
-        )
-        return 0
     if args.json:
         meta = dict(meta)
         if "config" in meta:
             meta["config"] = meta["config"].to_dict()
         print(json.dumps(meta, indent=2))
+        return 0
+    if "config" not in meta:
+        print(
+            f"{args.model}: no evit metadata (not written by `python -m edge export`): "
+            f"opset {meta['opset']}, {meta['nodes']} nodes"
+        )
         return 0
     config = meta.pop("config", None)
     for key, value in meta.items():
@@ -127,14 +141,12 @@ def _info(args: argparse.Namespace) -> int:
 def _trt(args: argparse.Namespace) -> int:
     from edge.tensorrt import build_engine
 
-    out = (
-        args.out
-        or str(args.model).removesuffix(".onnx") + (".fp16" if args.fp16 else "") + ".engine"
-    )
+    fp16 = args.precision == "fp16"
+    out = args.out or str(args.model).removesuffix(".onnx") + (".fp16" if fp16 else "") + ".engine"
     result = build_engine(
         args.model,
         out,
-        fp16=args.fp16,
+        fp16=fp16,
         timing_cache=args.timing_cache,
         workspace_mb=args.workspace_mb,
         batch=args.batch,
@@ -173,11 +185,14 @@ def _verdict(ratio: Any, first: str, second: str) -> str:
 
 
 def _bench(args: argparse.Namespace) -> int:
+    threads = args.threads
+    if threads is None and args.device == "cpu":
+        threads = usable_cores()  # what search measures with, stated instead of left implicit
     common = dict(
         runtime=args.runtime,
         device=args.device,
         batch=args.batch,
-        threads=args.threads,
+        threads=threads,
         precision=args.precision,
     )
     with device_lock(device_key(args.device)):  # no other measurement on this device meanwhile
@@ -204,7 +219,7 @@ def _bench_locked(args: argparse.Namespace, common: dict[str, Any]) -> int:
             return checked
     if args.compare:
         res = measure_interleaved(
-            [args.model, args.compare], **common, max_seconds=args.max_seconds
+            [args.model, args.compare], **common, max_seconds=args.measure_seconds
         )
         if args.json:
             print(json.dumps(res.to_dict(), indent=2))
@@ -219,7 +234,7 @@ def _bench_locked(args: argparse.Namespace, common: dict[str, Any]) -> int:
         )
         return 0
     result = measure_latency(
-        args.model, **common, target_rel_ci=args.target_ci, max_seconds=args.max_seconds
+        args.model, **common, target_rel_ci=args.target_ci, max_seconds=args.measure_seconds
     )
     if args.json:
         print(result.to_json())
@@ -256,21 +271,41 @@ def _check_openvino(args: argparse.Namespace, common: dict[str, Any]) -> int:
         )
         if not check["passed"]:
             print(f"error: {line}", file=sys.stderr)
-            return 1
+            return EXIT_FAILED_CHECK
         print(line, file=sys.stderr if args.json else sys.stdout)
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m edge",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log progress")
-    sub = parser.add_subparsers(dest="command", required=True)
+PRECISIONS = ("fp32", "fp16", "int8")  # of an exported file, as search --precision names them
+INT8_HELP = (
+    "int8: a Q/DQ file: convolutions and matrix products (but the depthwise convolutions and "
+    "the attention matmuls) in int8 with per-channel symmetric weights, 7-bit by default "
+    "(--int8-weight-bits), and asymmetric uint8 activations for ONNX Runtime by default "
+    "(--int8-activations int8: symmetric, 8-bit weights, for TensorRT); softmax and elementwise "
+    "ops stay in float; verified against fp32 on held-out images"
+)
 
-    ex = sub.add_parser("export", help="fuse, export to ONNX, check and verify against PyTorch")
+
+def _bench_precision(text: str) -> str:
+    """OpenVINO's spelling ``f32`` still reads as ``fp32``, with a warning (one release)."""
+    if text == "f32":
+        print("warning: --precision f32 is deprecated, use fp32", file=sys.stderr)
+        return "fp32"
+    return text
+
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    ex = add_command(
+        sub,
+        "export",
+        help="fuse, export to ONNX, check and verify against PyTorch",
+        examples=[
+            "python -m edge export m0 --out m0.onnx",
+            "python -m edge export m0 --precision int8 --out m0.int8.onnx --json",
+        ],
+        done="written and verified",
+        failed="the file disagrees with its reference (kept as *.unverified.onnx)",
+    )
     ex.add_argument("model", help="variant name (m0..m5), YAML config, or evit checkpoint")
     ex.add_argument(
         "--weights",
@@ -287,18 +322,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})"
     )
     ex.add_argument(
-        "--fp16",
-        action="store_true",
-        help="mixed precision: fp16 except softmax and the attention-bias add "
-        "(for TensorRT 11 strongly typed builds); verified against fp32",
+        "--precision",
+        choices=PRECISIONS,
+        default="fp32",
+        help="the file's precision: fp32 (default); fp16: mixed precision, fp16 except softmax "
+        "and the attention-bias add (for TensorRT 11 strongly typed builds), verified against "
+        f"fp32; {INT8_HELP}",
     )
+    add_alias(ex, "--fp16", "--precision", value="fp16")
+    add_alias(ex, "--int8", "--precision", value="int8")
     ex.add_argument(
-        "--int8",
-        action="store_true",
-        help="QDQ int8 (per-channel symmetric weights, uint8 activations by default; softmax "
-        "and elementwise ops in float), its Q/DQ graph verified against fp32 on held-out images",
+        "--calib", help="--precision int8: image folder to calibrate on (default: generated frames)"
     )
-    ex.add_argument("--calib", help="image folder for int8 calibration (default: generated frames)")
     ex.add_argument("--calib-images", type=int, default=32, help="calibration images (default 32)")
     ex.add_argument(
         "--min-top1", type=float, default=0.9, help="int8 vs fp32 top-1 agreement (0.9)"
@@ -324,22 +359,34 @@ def build_parser() -> argparse.ArgumentParser:
         "--int8-activations",
         choices=("uint8", "int8"),
         default="uint8",
-        help="uint8: asymmetric, ONNX Runtime's fast path (default); int8: symmetric, for TensorRT",
+        help="uint8: asymmetric, ONNX Runtime's fast path (default); int8: symmetric (zero point "
+        "0), as TensorRT requires",
     )
+    ex.add_argument("--json", action="store_true", help="print the result as JSON")
 
-    info = sub.add_parser("info", help="print an exported file's metadata")
-    info.add_argument("model", help=".onnx file written by 'edge export'")
-    info.add_argument("--json", action="store_true", help="machine-readable output")
 
-    trt = sub.add_parser("trt", help="build a TensorRT engine (needs tensorrt and a GPU)")
+def _add_trt(sub: argparse._SubParsersAction) -> None:
+    trt = add_command(
+        sub,
+        "trt",
+        help="build a TensorRT engine (needs tensorrt and a GPU)",
+        examples="python -m edge trt m0.onnx --precision fp16 --out m0.engine --timing-cache "
+        "trt.cache",
+        done="engine and its .json sidecar written",
+        failed="the build failed inside TensorRT",
+        bad_input=f"{BAD_INPUT}; TensorRT or a GPU missing, a refused batch profile",
+    )
     trt.add_argument("model", help=".onnx file")
     trt.add_argument("--out", help="engine path (default: <model>[.fp16].engine)")
     trt.add_argument(
-        "--fp16",
-        action="store_true",
-        help="fp16 engine (TensorRT 10: builder "
-        "flag with softmax pinned to fp32; 11: built from a mixed-fp16 ONNX)",
+        "--precision",
+        choices=("fp32", "fp16"),
+        default="fp32",
+        help="fp32 (default): the file's own precision (int8 for a Q/DQ file); fp16: fp16 "
+        "kernels (TensorRT 10: builder flag with softmax pinned to fp32; 11: built from a "
+        "mixed-fp16 ONNX)",
     )
+    add_alias(trt, "--fp16", "--precision", value="fp16")
     trt.add_argument("--timing-cache", help="timing cache file to reuse and update")
     trt.add_argument(
         "--workspace-mb",
@@ -366,7 +413,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="builder optimization level (default TensorRT's, 3; lower builds faster)",
     )
 
-    bench = sub.add_parser("bench", help="measure latency (median, CI, percentiles)")
+
+def _add_bench(sub: argparse._SubParsersAction) -> None:
+    bench = add_command(
+        sub,
+        "bench",
+        help="measure latency (median, CI, percentiles)",
+        examples=[
+            "python -m edge bench m0.onnx --threads 2 --measure-seconds 10",
+            "python -m edge bench m0.onnx --compare m0.int8.onnx --json",
+        ],
+        failed="OpenVINO's numbers disagree with ONNX Runtime's (--runtime openvino)",
+    )
     bench.add_argument("model", help=".onnx, .engine, or a variant name / YAML / checkpoint")
     bench.add_argument(
         "--runtime",
@@ -377,15 +435,17 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--device", choices=DEVICES, default="cpu", help="default cpu")
     bench.add_argument(
         "--precision",
-        choices=("fp32", "f32", "bf16", "int8"),
+        type=_bench_precision,
+        choices=("fp32", "bf16", "int8"),
         help="--runtime openvino: inference precision (fp32 default; bf16 where the CPU has "
-        "it; int8 from a Q/DQ file); the numbers are checked against fp32 ONNX Runtime first",
+        "it; int8 from a Q/DQ file); the numbers are checked against fp32 ONNX Runtime first. "
+        "The other runtimes run the file's own precision (edge export --precision)",
     )
     bench.add_argument("--batch", type=_positive, default=1, help="images per run (default 1)")
     bench.add_argument(
         "--threads",
         type=_positive,
-        help="intra-op CPU threads (default: the runtime's own default)",
+        help="intra-op CPU threads (default: all usable cores, as search measures)",
     )
     bench.add_argument(
         "--compare",
@@ -399,30 +459,57 @@ def build_parser() -> argparse.ArgumentParser:
         help="stop when the median's 95%% CI is within this fraction (0.02)",
     )
     bench.add_argument(
-        "--max-seconds", type=float, default=20.0, help="time cap of the measurement (default 20)"
+        "--measure-seconds",
+        type=float,
+        default=20.0,
+        help="time cap of the measurement (default 20)",
     )
+    add_alias(bench, "--max-seconds", "--measure-seconds")
     bench.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = ArgumentParser(
+        prog="python -m edge",
+        description=__doc__,
+        epilog=epilog(
+            ["python -m edge -v export m0 --out m0.onnx", "python -m edge bench m0.onnx"],
+            done="done (each subcommand's --help says what it does and when it fails)",
+            failed="an export that fails verification, OpenVINO disagreeing with ONNX Runtime, "
+            "a failed TensorRT build",
+        ),
+    )
+    add_verbose(parser)
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_export(sub)
+    info = add_command(
+        sub,
+        "info",
+        help="print an exported file's metadata",
+        examples="python -m edge info m0.onnx --json",
+    )
+    info.add_argument("model", help=".onnx file written by 'edge export'")
+    info.add_argument("--json", action="store_true", help="print the metadata as JSON")
+    _add_trt(sub)
+    _add_bench(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(args.verbose)
     handlers = {"export": _export, "info": _info, "trt": _trt, "bench": _bench}
     try:
         return handlers[args.command](args)
     except (ValueError, TensorRTUnavailable, OpenVinoUnavailable) as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
     except TensorRTError as e:  # a build or run that failed inside TensorRT
         print(f"error: {e}", file=sys.stderr)
-        return 1
+        return EXIT_FAILED_CHECK
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

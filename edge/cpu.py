@@ -82,5 +82,5 @@ def int8_weight_warning(
     return (
         f"this int8 file has {bits}-bit weights{said}: on this CPU (x86 without VNNI) ONNX "
         "Runtime's int8 kernels saturate and its outputs are wrong; re-export it here with "
-        "'python -m edge export ... --int8' (7-bit weights, exact on every CPU)"
+        "'python -m edge export ... --precision int8' (7-bit weights, exact on every CPU)"
     )

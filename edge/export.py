@@ -68,6 +68,31 @@ class ExportResult:
     nodes: int
     int8_check: Any = None  # edge.quantize.Int8Check of an int8 export
 
+    def to_dict(self) -> dict[str, Any]:
+        """What ``python -m edge export --json`` prints: the file, its form, and its checks
+        (each with ``passed``; an int8 file's own check under ``int8_check``)."""
+        v, check = self.verification, self.int8_check
+        int8 = None
+        if check is not None:
+            int8 = {**asdict(check), "passed": check.passed}
+            if check.deployed is not None:
+                deployed = check.deployed
+                int8["deployed"] = {
+                    **asdict(deployed),
+                    "ratio": deployed.ratio,
+                    "passed": deployed.passed,
+                }
+        return {
+            "path": str(self.path),
+            "model": self.config.name,
+            "precision": self.precision,
+            "batch": self.batch,
+            "opset": self.opset,
+            "nodes": self.nodes,
+            "verification": None if v is None else {**asdict(v), "passed": v.passed},
+            "int8_check": int8,
+        }
+
 
 class VerificationError(RuntimeError):
     """The exported file disagrees with its reference beyond tolerance."""
@@ -327,7 +352,7 @@ def export_onnx(
     if batch is not None and batch < 1:
         raise ValueError(f"batch={batch}: must be >= 1 or None (dynamic)")
     if fp16 and int8 is not None:
-        raise ValueError("--int8 and --fp16 exclude each other: choose one precision")
+        raise ValueError("fp16 and int8 exclude each other: choose one precision")
     if not 13 <= opset <= 20:
         raise ValueError(f"opset={opset}: supported opsets are 13..20 (17 recommended)")
     out = Path(out)

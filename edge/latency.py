@@ -55,6 +55,12 @@ def relative_ci_halfwidth(samples: Sequence[float]) -> float:
     return max(med - lo, hi - med) / med if med > 0 else math.inf
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity), the default thread count of a
+    measurement (``edge bench``, ``search``)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def environment(threads: int | None = None, device: str = "cpu") -> dict[str, Any]:
     """Where a measurement was taken: CPU, cores, thread setting, runtime versions, GPU."""
     cpu = platform.processor() or platform.machine()

@@ -9,9 +9,9 @@ later runs, and a cache made from another file is refused. Precision:
 - ``bf16``: only where the CPU has it (``OPTIMIZATION_CAPABILITIES`` lists BF16: AVX-512 BF16
   or AMX). OpenVINO would silently run f32 elsewhere; this runtime refuses instead, and checks
   the compiled model's precision afterwards.
-- ``int8``: from a Q/DQ file (``edge export --int8``); OpenVINO runs the quantized layers in
-  int8 and the rest in f32. A Q/DQ file asked for as fp32/bf16 is refused (it would still run
-  int8).
+- ``int8``: from a Q/DQ file (``edge export --precision int8``); OpenVINO runs the quantized
+  layers in int8 and the rest in f32. A Q/DQ file asked for as fp32/bf16 is refused (it would
+  still run int8).
 
 ``openvino`` is an optional extra (``pip install '.[openvino]'``); without it a one-line
 :class:`OpenVinoUnavailable` says so.
@@ -186,7 +186,7 @@ class OpenVinoRuntime(Runtime):
         if precision == "int8" and not quantized:
             raise ValueError(
                 f"{label}: --precision int8 needs a Q/DQ file; export one with "
-                "'python -m edge export MODEL --int8'"
+                "'python -m edge export MODEL --precision int8'"
             )
         if precision != "int8" and quantized:
             raise ValueError(

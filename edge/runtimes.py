@@ -264,7 +264,7 @@ class RuntimeFactory:
         if self.precision != "fp32" and self.runtime != "openvino":
             raise ValueError(
                 f"--precision {self.precision} is for --runtime openvino; {self.runtime} runs "
-                "the file's own precision (export with --fp16 or --int8)"
+                "the file's own precision (export with --precision fp16 or int8)"
             )
 
     def __call__(self) -> Runtime:
@@ -322,7 +322,7 @@ def open_runtime(
     if precision is not None and kind != "openvino":
         raise ValueError(
             f"--precision {precision} is for --runtime openvino; {kind} runs the file's own "
-            "precision (export with --fp16 or --int8)"
+            "precision (export with --precision fp16 or int8)"
         )
     if suffix in (".onnx", ".engine", ".plan") and not Path(text).is_file():
         raise ValueError(f"model file not found: {text}")

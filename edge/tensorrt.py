@@ -7,7 +7,7 @@ Written against the documented Python APIs of TensorRT 10.x and 11.x:
 - 11.x: strong typing is always on and ``BuilderFlag.FP16``, INT8 calibrators and
   ``EXPLICIT_BATCH`` are gone: fp16 means building from a mixed-precision ONNX, which
   :func:`edge.fp16.convert_to_mixed_fp16` produces (softmax and the attention-bias add in fp32).
-- int8 from a Q/DQ ONNX (``edge export --int8 --int8-activations int8``), explicit
+- int8 from a Q/DQ ONNX (``edge export --precision int8 --int8-activations int8``), explicit
   quantization: 10.x sets ``BuilderFlag.INT8`` (+ ``FP16`` when asked) on the weakly typed
   network; 11.x builds it as typed (int8 where the Q/DQ nodes say, fp32 elsewhere). No
   calibrator in either: the scales are in the file.
@@ -136,7 +136,7 @@ def plan_build(version: str, fp16: bool, onnx_precision: str = "fp32") -> BuildP
             if fp16:
                 raise ValueError(
                     "TensorRT 11 builds a Q/DQ file as typed (int8 where the Q/DQ nodes are, fp32 "
-                    "elsewhere): fp16 for the float part is not available; drop --fp16"
+                    "elsewhere): fp16 for the float part is not available; drop --precision fp16"
                 )
             return BuildPlan(major, (), (), False, False, "int8+fp32", no_tf32)
         if fp16:
@@ -221,8 +221,8 @@ def build_engine(
     """Build a serialized engine from an ONNX file (and write it to ``out`` when given).
 
     Args:
-        onnx_path: the model (fp32, mixed fp16 from ``edge export --fp16``, or Q/DQ int8 from
-            ``edge export --int8``).
+        onnx_path: the model (fp32, mixed fp16 from ``edge export --precision fp16``, or Q/DQ
+            int8 from ``edge export --precision int8``).
         out: engine path; a JSON sidecar is written next to it.
         fp16: build in fp16 (see the module doc for how each TensorRT version does it).
         timing_cache: file to read tactic timings from and save them to (faster rebuilds,

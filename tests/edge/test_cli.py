@@ -23,10 +23,22 @@ def test_export_info_bench(tmp_path, tiny_yaml, capsys):
     assert main(["info", str(out), "--json"]) == 0
     meta = json.loads(capsys.readouterr().out)
     assert meta["config"]["name"] == "tiny" and meta["precision"] == "fp32"
-    assert main(["bench", str(out), "--threads", "1", "--json", "--max-seconds", "1"]) == 0
+    assert main(["bench", str(out), "--threads", "1", "--json", "--measure-seconds", "1"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["runtime"] == "ort" and result["threads"] == 1 and result["runs"] >= 3
     assert {"cpu", "versions", "usable_cores"} <= set(result["environment"])
+
+
+def test_export_json_and_the_bench_threads_default(tmp_path, tiny_yaml, capsys):
+    from edge.latency import usable_cores
+
+    out = tmp_path / "tiny.onnx"
+    assert main(["export", tiny_yaml, "--out", str(out), "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["path"] == str(out) and printed["precision"] == "fp32"
+    assert printed["verification"]["passed"] and printed["int8_check"] is None
+    assert main(["bench", str(out), "--json", "--measure-seconds", "0.5"]) == 0
+    assert json.loads(capsys.readouterr().out)["threads"] == usable_cores()  # as search measures
 
 
 def test_compare_names_the_faster_file(tmp_path, tiny_yaml, capsys):
@@ -38,7 +50,7 @@ def test_compare_names_the_faster_file(tmp_path, tiny_yaml, capsys):
     assert main(["export", tiny_yaml, "--out", str(small)]) == 0
     assert main(["export", str(big_yaml), "--out", str(big)]) == 0
     capsys.readouterr()
-    argv = ["bench", str(small), "--compare", str(big), "--threads", "1", "--max-seconds", "3"]
+    argv = ["bench", str(small), "--compare", str(big), "--threads", "1", "--measure-seconds", "3"]
     assert main([*argv, "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     ratio = data["ratios"][0]  # big / small
@@ -89,7 +101,10 @@ def test_info_on_a_foreign_onnx_file_says_so(tmp_path, capsys):
         (["export", "m9"], "error: unknown model 'm9'"),
         (["info", "missing.onnx"], "error: ONNX file not found: missing.onnx"),
         (["bench", "missing.onnx"], "error: model file not found: missing.onnx"),
-        (["bench", "m0", "--runtime", "ort", "--device", "cuda"], "error: the ONNX Runtime"),
+        (
+            ["bench", "m0", "--runtime", "ort", "--device", "cuda"],
+            "error: the ort runtime here is CPU only",
+        ),
     ],
 )
 def test_bad_input_exits_2(argv, message, capsys):

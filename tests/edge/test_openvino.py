@@ -163,7 +163,7 @@ def test_ir_cache_is_reused_and_a_mismatched_one_refused(files, tmp_path):
 
 def test_bench_cli_checks_then_measures(files, capsys):
     argv = ["bench", str(files["fp32"]), "--runtime", "openvino", "--threads", "1"]
-    code = main([*argv, "--max-seconds", "0.5"])
+    code = main([*argv, "--measure-seconds", "0.5"])
     out = capsys.readouterr().out
     assert code == 0
     assert re.search(r"OpenVINO fp32 vs ONNX Runtime on 16 images: logit cosine (0\.99|1\.00)", out)

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import onnx
 import pytest
@@ -85,10 +87,9 @@ def test_int8_cli_and_its_bad_input(tmp_path, capsys):
     yaml = str(save_yaml(tiny_config(), tmp_path / "tiny.yaml"))
     (tmp_path / "empty").mkdir()
     cases = [
-        (["--int8", "--fp16"], "--int8 and --fp16 exclude each other"),
-        (["--int8", "--calib", str(tmp_path / "empty")], "no images"),
-        (["--int8", "--calib", str(tmp_path / "none")], "folder not found"),
-        (["--int8", "--calib-images", "0"], "--calib-images 0: must be at least 1"),
+        (["--precision", "int8", "--calib", str(tmp_path / "empty")], "no images"),
+        (["--precision", "int8", "--calib", str(tmp_path / "none")], "folder not found"),
+        (["--precision", "int8", "--calib-images", "0"], "--calib-images 0: must be at least 1"),
     ]
     for extra, match in cases:
         assert main(["export", yaml, "--out", str(tmp_path / "x.onnx"), *extra]) == 2
@@ -100,12 +101,21 @@ def test_int8_cli_and_its_bad_input(tmp_path, capsys):
 def test_a_batch_above_the_image_counts_calibrates_and_verifies_on_whole_batches(tmp_path, capsys):
     yaml = str(save_yaml(tiny_config(), tmp_path / "tiny.yaml"))
     out = tmp_path / "b32.onnx"
-    assert main(["export", yaml, "--out", str(out), "--int8", "--batch", "32"]) == 0
+    argv = ["export", yaml, "--out", str(out), "--precision", "int8", "--batch", "32", "--json"]
+    assert main(argv) == 0
     meta = read_metadata(out)
     assert meta["calibration"]["images"] == 32 and meta["int8_verification"]["samples"] == 32
+    printed = json.loads(capsys.readouterr().out)  # --json: the result, and nothing else
+    assert printed["precision"] == "int8-qdq" and printed["path"] == str(out)
+    assert printed["int8_check"]["samples"] == 32 and "passed" in printed["int8_check"]
     out = tmp_path / "b4.onnx"
     assert (
-        main(["export", yaml, "--out", str(out), "--int8", "--batch", "4", "--calib-images", "2"])
+        main(
+            [
+                *("export", yaml, "--out", str(out), "--precision", "int8"),
+                *("--batch", "4", "--calib-images", "2"),
+            ]
+        )
         == 0
     )
     assert read_metadata(out)["calibration"]["images"] == 4  # one whole batch
@@ -389,12 +399,12 @@ def test_a_cpu_that_saturates_gets_one_line_for_an_8_bit_file(live_tiny, tmp_pat
     assert cpu.int8_weight_warning(8, vnni, x86=True) is None
     assert cpu.int8_weight_warning(8, no_vnni, x86=False) is None  # Arm: 32-bit dot products
     line = cpu.int8_weight_warning(8, no_vnni, x86=True)
-    assert "saturate" in line and "--int8" in line and "\n" not in line
+    assert "saturate" in line and "--precision int8" in line and "\n" not in line
     assert "does not say" in cpu.int8_weight_warning(None, no_vnni, x86=True)
     full = export_onnx(
         live_tiny, tmp_path / "w8.onnx", int8=Int8Options(weight_bits=8, min_top1=0, min_cosine=0)
     ).path
-    assert main(["bench", str(full), "--max-seconds", "0.2"]) == 0
+    assert main(["bench", str(full), "--measure-seconds", "0.2"]) == 0
     err = capsys.readouterr().err
     warned = [line for line in err.splitlines() if "saturate" in line]
     print(f"branch checked: {cpu.int8_isa()}")

@@ -58,7 +58,7 @@ def test_plan_build(version, fp16, onnx_precision, network, builder, convert, pi
 def test_plan_rejects_old_versions_and_unknown_files():
     with pytest.raises(TensorRTUnavailable, match=r"TensorRT 8\.6\.1 is not supported"):
         plan_build("8.6.1", False)
-    with pytest.raises(ValueError, match=r"TensorRT 11 builds a Q/DQ file as typed.*drop --fp16"):
+    with pytest.raises(ValueError, match=r"builds a Q/DQ file as typed.*drop --precision fp16"):
         plan_build("11.1.0", True, "int8-qdq")
     with pytest.raises(ValueError, match=r"ONNX precision 'int4'"):
         plan_build("10.8.0", False, "int4")
@@ -440,7 +440,8 @@ def test_int8_qdq_file_builds_explicitly_quantized(fake_trt, onnx_files, tmp_pat
     calls = fake_trt("11.1.0")  # typed: the Q/DQ nodes decide, no INT8 flag exists
     build_engine(onnx_files["int8"], tmp_path / "q11.engine")
     assert calls["builder_flags"] == [] and calls["cleared_flags"] == ["TF32"]
-    assert main(["trt", str(onnx_files["int8"]), "--fp16", "--out", str(tmp_path / "x")]) == 2
+    argv = ["trt", str(onnx_files["int8"]), "--precision", "fp16", "--out", str(tmp_path / "x")]
+    assert main(argv) == 2
 
 
 def test_a_bad_timing_cache_is_replaced_with_a_warning(fake_trt, onnx_files, tmp_path, caplog):
