@@ -8,12 +8,13 @@ Examples:
     python -m search --budget-ms 2 --objective accuracy --data data/shapes --train-img-size 64
     python -m search --budget-ms m0 --objective accuracy --data data/shapes  # as fast as M0
     python -m search --budget-ms 2 --precision int8  # candidates and M0-M5 measured in int8
+    python -m search --budget-ms 2 --json > summary.json  # the outcome as JSON on stdout
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
+import json
 import math
 import sys
 import time
@@ -23,12 +24,23 @@ import optuna
 
 from edge.openvino import OpenVinoUnavailable
 from edge.tensorrt import TensorRTUnavailable
+from evit.clitools import (
+    EXIT_BAD_INPUT,
+    EXIT_FAILED_CHECK,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    ArgumentParser,
+    add_verbose,
+    configure_logging,
+    epilog,
+)
 from search import keys
 from search.accuracy import TrainBudget
 from search.context import RunContext, Seams, counted_trials
 from search.measure import NothingFits
 from search.objectives import ACCURACY, OBJECTIVE_NAMES
 from search.options import DEFAULT_TIME_LIMIT_S, SAMPLERS, SearchOptions, SearchOutcome
+from search.outputs import summary
 from search.report import budget_rule, lead_verdict, precisions_note
 from search.study import run_search
 from search.targets import TARGETS, TargetUnavailable
@@ -127,7 +139,8 @@ def _target_args(p: argparse.ArgumentParser) -> None:
         "--target",
         choices=TARGETS,
         default="auto",
-        help="where latency is measured: auto = TensorRT if it and a GPU are present, else "
+        help="where latency is measured, a runtime and a device in one name (edge bench's "
+        "--runtime and --device): auto = TensorRT if it and a GPU are present, else "
         "the fastest CPU path (ONNX Runtime fp32/int8, OpenVINO fp32/bf16/int8 when installed) "
         "for the two models nearest the budget, measured at start-up (default auto)",
     )
@@ -140,7 +153,10 @@ def _target_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--batch", type=int, default=1, help="images per inference (default 1)")
     p.add_argument(
-        "--threads", type=int, help="CPU threads for ort-cpu/torch-cpu (default: all usable cores)"
+        "--threads",
+        type=int,
+        help="CPU threads of the measurement (ort-cpu, openvino-cpu, torch-cpu) and of each "
+        "candidate's training (default: all usable cores, as edge bench measures)",
     )
     p.add_argument(
         "--measure-seconds",
@@ -195,7 +211,11 @@ def _accuracy_args(p: argparse.ArgumentParser) -> None:
     acc.add_argument(
         "--data", type=Path, help="ImageFolder root with train/ and val/ (required by accuracy)"
     )
-    acc.add_argument("--init", type=Path, help="checkpoint every candidate inherits weights from")
+    acc.add_argument(
+        "--init",
+        type=Path,
+        help="checkpoint every candidate inherits weights from (any config, as evit train --init)",
+    )
     acc.add_argument(
         "--train-epochs",
         type=int,
@@ -300,15 +320,27 @@ def _study_args(p: argparse.ArgumentParser) -> None:
         "M0-M5 (give a budget above M5's latency)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print the outcome as JSON (what OUT/summary.json holds) instead of the table",
+    )
+    add_verbose(p)
+
+
+EPILOG = epilog(
+    [
+        "python -m search --budget-ms 2",
+        "python -m search --budget-ms m0 --objective accuracy --data data/shapes --json",
+    ],
+    done="a configuration fits the budget",
+    failed="no configuration fits the budget (the report says which came closest)",
+    interrupted="finished trials are saved; the same command resumes",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m search",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = ArgumentParser(prog="python -m search", description=__doc__, epilog=EPILOG)
     for add in (_target_args, _stopping_args, _accuracy_args, _study_args):
         add(p)
     return p
@@ -427,7 +459,7 @@ def _exit_code(outcome: SearchOutcome) -> int:
         print(f"warning: {outcome.drift_warning}", file=sys.stderr)
     if outcome.interrupted:
         print(INTERRUPTED, file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     if outcome.best is None:
         f = outcome.fastest
         lat = (f.remeasured or f.latency) if f else None
@@ -437,17 +469,14 @@ def _exit_code(outcome: SearchOutcome) -> int:
             f"fastest measured: {where} (report: {outcome.out / 'report.md'})",
             file=sys.stderr,
         )
-        return 1
-    return 0
+        return EXIT_FAILED_CHECK
+    return EXIT_OK
 
 
 def main(argv: list[str] | None = None, *, seams: Seams | None = None) -> int:
     """The ``python -m search`` command; ``seams`` wires the run (tests, embedding)."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(args.verbose)
     optuna.logging.set_verbosity(optuna.logging.INFO if args.verbose else optuna.logging.ERROR)
     try:
         opts = options_from_args(args)
@@ -459,14 +488,17 @@ def main(argv: list[str] | None = None, *, seams: Seams | None = None) -> int:
         outcome = run_search(opts, factory, seams=seams)
     except NothingFits as e:
         print(f"error: {e}", file=sys.stderr)
-        return 1
+        return EXIT_FAILED_CHECK
     except (ValueError, TargetUnavailable, TensorRTUnavailable, OpenVinoUnavailable) as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print(INTERRUPTED, file=sys.stderr)
-        return 130
-    _print_summary(outcome)
+        return EXIT_INTERRUPTED
+    if args.json:
+        print(json.dumps(summary(outcome), indent=2))
+    else:
+        _print_summary(outcome)
     return _exit_code(outcome)
 
 

@@ -23,6 +23,14 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import optuna
 
+from evit.clitools import (
+    EXIT_BAD_INPUT,
+    EXIT_INTERRUPTED,
+    ArgumentParser,
+    add_verbose,
+    configure_logging,
+    epilog,
+)
 from search.storage import make_storage, redact_url
 
 STUDY_FILE = "study.db"  # what ``python -m search`` writes in its --out folder
@@ -114,14 +122,24 @@ def make_dashboard_server(
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="python -m search.dashboard",
         description="Serve Optuna Dashboard over a search's study: its trials, their "
         "attributes (latency and its confidence interval, accuracy, reference) and the "
         "Pareto front. Ctrl-C stops it.",
+        epilog=epilog(
+            [
+                "python -m search.dashboard runs/my-study",
+                "python -m search.dashboard journal:///tmp/study.log --port 8081",
+            ],
+            done="never: the server runs until interrupted",
+            bad_input="a one-line error (no such folder or file, no study in it, "
+            "optuna-dashboard not installed, a port in use)",
+            interrupted="the server is stopped",
+        ),
     )
     p.add_argument(
-        "target",
+        "run",
         metavar="RUN_DIR_OR_STORAGE_URL",
         help=f"the --out folder of `python -m search` (reads its {STUDY_FILE}), or the "
         "--storage URL it ran with (sqlite:///f.db, journal:///f.log, postgresql://...)",
@@ -135,21 +153,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--port", type=int, default=8080, help="port to listen on (default 8080; 0: a free one)"
     )
+    add_verbose(p)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    configure_logging(args.verbose)
     try:
-        url = resolve_storage(args.target)
+        url = resolve_storage(args.run)
         storage, studies = open_storage(url)
         server = make_dashboard_server(storage, args.host, args.port)
     except (ValueError, RuntimeError) as e:
         print(f"error: {(str(e).splitlines() or [type(e).__name__])[0]}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
     except OSError as e:  # the port is taken, or the host is not this machine's
         print(f"error: cannot listen on {args.host}:{args.port} ({e.strerror})", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:  # while opening the storage
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     if args.host not in LOOPBACK:
         print(f"warning: serving on {args.host}, reachable from other machines", file=sys.stderr)
     host = f"[{args.host}]" if ":" in args.host else args.host
@@ -161,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         server.serve_forever()
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
     finally:
         server.server_close()
     return 0

@@ -135,6 +135,15 @@ def test_an_impossible_budget_stops_at_once(tmp_path, tiny_space, capsys, fake_t
     assert len(fake_target.calls) == 1  # one measurement, not a search
 
 
+def test_json_prints_the_summary_instead_of_the_table(tmp_path, tiny_space, capsys, fake_target):
+    argv = ["--budget-ms", "50", "--target", "ort-cpu", "--threads", "1", "--space", tiny_space]
+    argv += ["--out", str(tmp_path / "run"), "--no-progress", "--trials", "3", "--json"]
+    assert main(argv, seams=WIRING.seams()) == 0
+    printed = json.loads(capsys.readouterr().out)  # nothing but the JSON on stdout
+    assert printed == json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert printed["best"] is not None and printed["target"] == "ort-cpu"
+
+
 @pytest.mark.parametrize("kind", ["journal", pytest.param("postgres", marks=pytest.mark.postgres)])
 def test_killed_worker_loses_no_finished_trial(kind, tmp_path, tiny_space, request):
     """kill -9 mid-search, then the same command resumes: finished trials are kept, the
