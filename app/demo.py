@@ -23,12 +23,22 @@ import socket
 import sys
 import tempfile
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from app.models import OFFICIAL_HINT, RUNTIMES, ModelChoice, available_runtimes, choices_for
 from app.predict import Classifier, ClassifierClosed, describe
 from app.preprocess import ImageError
+from evit.clitools import (
+    EXIT_BAD_INPUT,
+    EXIT_INTERRUPTED,
+    ArgumentParser,
+    add_verbose,
+    configure_logging,
+    epilog,
+)
 
 log = logging.getLogger(__name__)
 INSTALL_HINT = "pip install '.[app]'"
@@ -250,12 +260,20 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+EPILOG = epilog(
+    [
+        "python -m app --model m0 --weights efficientvit_m0.pth",
+        "python -m app --model runs/m0-shapes/m0.onnx --port 7861",
+    ],
+    done="never: the server runs until interrupted",
+    bad_input="a one-line error at start-up (a missing or corrupt model, a port in use, "
+    "--runtime trt without TensorRT and a GPU)",
+    interrupted="the server is stopped",
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m app",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = ArgumentParser(prog="python -m app", description=__doc__, epilog=EPILOG)
     p.add_argument(
         "--model",
         help="m0..m5 or a config .yaml (exported on the fly), an .onnx or .engine file, or a "
@@ -267,8 +285,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--threads",
         type=int,
         default=1,
-        help="runtime CPU threads (1: with spinning off, as a server needs, more threads wait "
-        "on each other's wake-up; docs/benchmarks.md)",
+        help="runtime CPU threads (default 1, not all usable cores as edge bench and search "
+        "measure with: with spinning off, as a server needs, more threads wait on each "
+        "other's wake-up; docs/benchmarks.md)",
     )
     p.add_argument("--host", default="127.0.0.1", help="address to serve on (127.0.0.1)")
     p.add_argument("--port", type=int, default=7860, help="port (7860)")
@@ -279,12 +298,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--max-upload-mb", type=float, default=10.0, help="largest accepted upload (10 MB)"
     )
+    add_verbose(p)
     return p
+
+
+def serve(demo: Any, wait: Callable[[], None] = lambda: time.sleep(0.2), **launch: Any) -> int:
+    """Run ``demo`` until Ctrl-C (``wait`` raising KeyboardInterrupt), then close it: 130."""
+    demo.launch(prevent_thread_lock=True, **launch)
+    try:
+        while True:
+            wait()
+    except KeyboardInterrupt:
+        print("interrupted: server stopped", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    finally:
+        demo.close()
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    configure_logging(args.verbose)
     try:
         check_port(args.host, args.port)
         auth = None
@@ -299,7 +332,10 @@ def main(argv: list[str] | None = None) -> int:
         demo = build_demo(state, args.stream_every)
     except (ValueError, RuntimeError, ImportError, OSError) as e:
         print(f"error: {(str(e).splitlines() or [type(e).__name__])[0]}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:  # while loading the model
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     if not _is_loopback(args.host):
         print(
             f"warning: serving on {args.host}, reachable from other machines"
@@ -307,7 +343,8 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
     print(f"serving {state.classifier.choice.label} on http://{args.host}:{args.port}")
-    demo.launch(
+    return serve(
+        demo,
         server_name=args.host,
         server_port=args.port,
         auth=auth,
@@ -315,7 +352,6 @@ def main(argv: list[str] | None = None) -> int:
         show_error=True,
         quiet=True,
     )
-    return 0
 
 
 if __name__ == "__main__":
