@@ -280,10 +280,11 @@ def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentP
 
 
 def _flags(parser: argparse.ArgumentParser) -> set[str]:
+    """The flags ``--help`` shows: not ``-h``, not the hidden deprecated aliases."""
     return {
         option
         for action in parser._actions
-        if not isinstance(action, argparse._HelpAction)
+        if not isinstance(action, argparse._HelpAction) and action.help != argparse.SUPPRESS
         for option in action.option_strings
     }
 
