@@ -30,6 +30,7 @@ from edge.latency import (
     fingerprint,
     measure_interleaved,
     measure_latency,
+    usable_cores,
 )
 from edge.runtimes import Runtime, RuntimeFactory, TorchRuntime
 from evit.config import ModelConfig
@@ -122,11 +123,7 @@ class Target:
 
             check_precision("bf16")  # a CPU without bf16: one line, not a silent f32 run
         if self.threads is None and self.name in CPU_TARGETS:
-            self.threads = (
-                len(os.sched_getaffinity(0))
-                if hasattr(os, "sched_getaffinity")
-                else os.cpu_count() or 1
-            )
+            self.threads = usable_cores()
         self.env = environment(
             self.threads, "cuda" if self.name in ("trt", "torch-cuda") else "cpu"
         )
