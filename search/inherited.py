@@ -31,9 +31,8 @@ from evit.config import ModelConfig
 from search import keys
 from search.accuracy import TrainBudget
 from search.candidates import Candidate
-from search.selection import fits_budget, within_reference
 from search.space import ACCURACY_SPACE
-from search.trainer import INHERITED, OVER, TRIALS, Confirmation, Score
+from search.trainer import INHERITED, OVER, TRIALS, Confirmation, Score, contenders
 
 log = logging.getLogger(__name__)
 
@@ -210,16 +209,10 @@ class InheritedScorer:
     ) -> Confirmation | None:
         """Fine-tune the contenders (the ``max(confirm, 1)`` best inherited scores within the
         budget), M0 and M0's rival from their inherited weights, with two seeds each."""
-        fits = [c for c in chosen if c.trained and fits_budget(c, budget_ms, budget_reference, run)]
-        top = sorted(fits, key=lambda c: -c.objective)[: max(self.budget.confirm, 1)]
+        k = max(self.budget.confirm, 1)
+        top, todo = contenders(chosen, references, run, budget_ms, budget_reference, k)
         if not top:
             return None
-        todo = list(top)
-        m0 = next((r for r in references if r.reference == "efficientvit_m0" and r.trained), None)
-        if m0 is not None and run is not None:
-            under = [c for c in chosen if c.trained and within_reference(c, m0, run)]
-            todo += [max(under, key=lambda c: c.objective)] if under else []
-            todo.append(m0)
         seeds: dict[str, list[float]] = {}
         kept: dict[str, Path] = {}
         seconds: list[float] = []
@@ -227,8 +220,8 @@ class InheritedScorer:
             arch = c.config.architecture_hash()
             if arch not in seeds:
                 seeds[arch], kept[arch] = self._fine_tune(c.config, seconds)
-        contenders = [c.config.architecture_hash() for c in top]
-        return Confirmation(seeds, contenders, seconds, kept, fine_tuned=True)
+        picks = [c.config.architecture_hash() for c in top]
+        return Confirmation(seeds, picks, seconds, kept, fine_tuned=True)
 
     def _fine_tune(self, config: ModelConfig, seconds: list[float]) -> tuple[list[float], Path]:
         """Both seeds' top-1 after fine-tuning from the inherited weights; the first seed's

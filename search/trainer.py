@@ -235,16 +235,11 @@ class Trainer:
         """
         if self.budget.confirm == 0:
             return None
-        fits = [c for c in chosen if c.trained and fits_budget(c, budget_ms, budget_reference, run)]
-        top = sorted(fits, key=lambda c: -c.objective)[: self.budget.confirm]
+        top, todo = contenders(
+            chosen, references, run, budget_ms, budget_reference, self.budget.confirm
+        )
         if not top:
             return None
-        todo = list(top)
-        m0 = next((r for r in references if r.reference == "efficientvit_m0" and r.trained), None)
-        if m0 is not None and run is not None:
-            under = [c for c in chosen if c.trained and within_reference(c, m0, run)]
-            todo += [max(under, key=lambda c: c.objective)] if under else []
-            todo.append(m0)
         seeds, seconds = self._second_seeds(todo)
         return Confirmation(seeds, [c.config.architecture_hash() for c in top], seconds)
 
@@ -307,6 +302,29 @@ class Scorer(Protocol):
         budget_ms: float,
         budget_reference: Candidate | None,
     ) -> Confirmation | None: ...
+
+
+def contenders(
+    chosen: list[Candidate],
+    references: list[Candidate],
+    run: InterleavedResult | None,
+    budget_ms: float,
+    budget_reference: Candidate | None,
+    k: int,
+) -> tuple[list[Candidate], list[Candidate]]:
+    """The ``k`` most accurate trained candidates within the budget (the pick is made among
+    them), and what is trained again: those, plus M0 (when trained) and the most accurate
+    candidate within M0's paired latency, so that the headline comparisons are between means
+    of the same two seeds."""
+    fits = [c for c in chosen if c.trained and fits_budget(c, budget_ms, budget_reference, run)]
+    top = sorted(fits, key=lambda c: -c.objective)[:k]
+    todo = list(top)
+    m0 = next((r for r in references if r.reference == "efficientvit_m0" and r.trained), None)
+    if top and m0 is not None and run is not None:
+        under = [c for c in chosen if c.trained and within_reference(c, m0, run)]
+        todo += [max(under, key=lambda c: c.objective)] if under else []
+        todo.append(m0)
+    return top, todo
 
 
 def _early_records(study: optuna.Study) -> list[EarlyRecord]:
