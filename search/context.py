@@ -95,6 +95,8 @@ def default_study_name(
         else f"{opts.budget_ms:g}".replace(".", "p") + "ms"
     )
     suffix = "" if precision == "fp32" else f"-{precision}"
+    if opts.weight_sharing:  # scored by another method: a study of its own
+        suffix += "-supernet"
     return f"{target}-b{opts.batch}-t{threads or 'gpu'}-{budget}-{opts.objective}{suffix}"
 
 
@@ -193,8 +195,12 @@ def study_settings(ctx: RunContext) -> dict[str, Any]:
     """What a study is created with; a worker joining it must bring the same."""
     opts, target = ctx.opts, ctx.target
     training = {"training": opts.train.settings()} if opts.train is not None else {}
+    # inherited and short-training scores do not mix in one study (absent when off, so studies
+    # made before the key existed still resume)
+    scorer = {"scorer": "supernet"} if opts.weight_sharing else {}
     return {
         **training,
+        **scorer,
         "budget_ms": ctx.budget_ms,
         "target": target.name,
         "batch": target.batch,

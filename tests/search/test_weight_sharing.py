@@ -14,7 +14,12 @@ from search.cli import main as search_main
 from search.options import SearchOptions
 from search.space import load_space
 from tests.search.conftest import run_fake, wire
-from tests.search.test_accuracy import EPOCHS, FakeTraining, shapes  # noqa: F401 (a fixture)
+from tests.search.test_accuracy import (  # noqa: F401 (fixtures)
+    EPOCHS,
+    FakeTraining,
+    fake_training,
+    shapes,
+)
 
 
 class RecordingTraining(FakeTraining):
@@ -97,3 +102,25 @@ def test_weight_sharing_without_data_is_a_one_line_error(capsys):
     assert err.startswith("error: --weight-sharing scores candidates by a supernet") and (
         err.count("\n") == 1
     )
+
+
+def test_a_short_training_study_is_never_resumed_with_weight_sharing(
+    tmp_path,
+    tiny_space,
+    shapes,  # noqa: F811
+    fake_target,
+    fake_training,  # noqa: F811
+):
+    from search.context import default_study_name
+
+    plain = _opts(tmp_path, tiny_space, shapes, weight_sharing=False, trials=4)
+    shared = _opts(tmp_path, tiny_space, shapes)
+    # the README's two commands differ by the flag alone: their default studies differ too
+    assert default_study_name("ort-cpu", plain, 2) != default_study_name("ort-cpu", shared, 2)
+    plain, shared = (dataclasses.replace(o, study="one") for o in (plain, shared))
+    run_fake(plain)
+    # the same study: inherited scores would mix with short-training ones; refused before
+    # the supernet trains
+    with pytest.raises(ValueError, match=r"other settings \(scorer None -> 'supernet'"):
+        run_fake(shared)
+    assert not (tmp_path / "run" / "supernet").exists()
