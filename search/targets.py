@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import evit
 from edge.devicelock import device_key
@@ -109,6 +110,9 @@ class Target:
     calib: Path | None = None
     build_level: int | None = None
     timing_cache: Path | None = None
+
+    # between two blocks of an interleaved run: the device settles (a stand-in has nothing to)
+    block_pause_seconds: ClassVar[float] = 0.02
 
     def __post_init__(self) -> None:
         allowed = PRECISIONS[self.name]
@@ -332,4 +336,5 @@ def measure_side_by_side(
             max_rounds=max_rounds,
             max_seconds=max_seconds if max_seconds is not None else interleave_seconds(len(jobs)),
             block_seconds=block_seconds,
+            pause_seconds=jobs[0][0].block_pause_seconds,
         )

@@ -101,6 +101,7 @@ class FakeTarget(Target):
     rng: ClassVar[np.random.Generator] = np.random.default_rng(0)
 
     INT8_SPEEDUP = 2.0  # a fake int8 run takes half the fp32 time
+    block_pause_seconds = 0.0  # no device to settle between interleaved blocks
 
     def _ms(self, config) -> float:
         return fake_latency_ms(config) / (self.INT8_SPEEDUP if self.precision == "int8" else 1.0)

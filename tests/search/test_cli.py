@@ -144,7 +144,10 @@ def test_json_prints_the_summary_instead_of_the_table(tmp_path, tiny_space, caps
     assert printed["best"] is not None and printed["target"] == "ort-cpu"
 
 
-@pytest.mark.parametrize("kind", ["journal", pytest.param("postgres", marks=pytest.mark.postgres)])
+# the PostgreSQL variant repeats the journal one's path through Optuna's RDB storage (100 s)
+@pytest.mark.parametrize(
+    "kind", ["journal", pytest.param("postgres", marks=(pytest.mark.postgres, pytest.mark.slow))]
+)
 def test_killed_worker_loses_no_finished_trial(kind, tmp_path, tiny_space, request):
     """kill -9 mid-search, then the same command resumes: finished trials are kept, the
     trial that was running is failed and re-queued, nothing stays RUNNING."""
