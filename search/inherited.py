@@ -51,10 +51,11 @@ class SupernetReport:
 
     checkpoint: Path
     epochs: int  # trained (the run's epochs, or fewer when the time limit stopped it)
-    planned_epochs: int
-    seconds: float
+    planned_epochs: int  # --supernet-epochs
+    seconds: float  # timing the steps included
     largest_top1: float
     smallest_top1: float
+    steps: int = 0  # sandwich steps trained (fewer than whole passes when the time limit says)
 
     def as_dict(self) -> dict[str, Any]:
         return {k: str(v) if isinstance(v, Path) else v for k, v in self.__dict__.items()}
@@ -70,50 +71,78 @@ def train_supernet_for(
     """Train (or resume, or reuse) the run's supernet at the candidates' training sizes."""
     from evit.supernet.checkpoint import load_supernet
     from evit.supernet.loop import SupernetOptions, train_supernet
+    from evit.supernet.plan import Plan, plan_for, time_steps
     from evit.supernet.space import read_space
     from evit.train.recipe import choose_recipe
 
     space = read_space(space_path or ACCURACY_SPACE)
     space = space.with_img_size(tuple(sorted({budget.train_img_size(s) for s in space.img_size})))
-    recipe, why = choose_recipe(
-        "short", epochs=epochs, train_images=budget.train_images(), batch_size=budget.batch_size
-    )
-    log.info("supernet: %s", why)
     folder = out / SUPERNET
     checkpoint = folder / "supernet.pth"
-    options = SupernetOptions(
-        space=space,
-        data=budget.data,
-        out=folder,
-        recipe=recipe.replace(seed=budget.seed, aug="mild"),
-        resume=checkpoint.is_file(),
-        threads=budget.threads,
-        device=budget.device,
-        progress=False,
-    )
+    resume = checkpoint.is_file()  # a resumed run keeps its own plan and recipe
+
+    def options(plan: Plan) -> SupernetOptions:
+        images = budget.train_images()
+        if plan.steps_per_epoch is not None:
+            images = min(images, plan.steps_per_epoch * budget.batch_size)
+        recipe, why = choose_recipe(
+            "short", epochs=plan.epochs, train_images=images, batch_size=budget.batch_size
+        )
+        log.info("supernet: %s", why)
+        return SupernetOptions(
+            space=space,
+            data=budget.data,
+            out=folder,
+            recipe=recipe.replace(seed=budget.seed, aug="mild"),
+            resume=resume,
+            steps_per_epoch=plan.steps_per_epoch,
+            threads=budget.threads,
+            device=budget.device,
+            progress=False,
+        )
+
     left = time_left()
     share = None if left is None else SUPERNET_SHARE * left
-    start = time.perf_counter()
+    began = time.perf_counter()
+    plan = Plan(epochs, None)
+    if share is not None and not resume:
+        times = time_steps(options(plan))
+        plan = plan_for(times, epochs, share - (time.perf_counter() - began))
+        log.warning(
+            "supernet: a sandwich step takes %.1f s and an evaluation %.0f s here: %s fit(s) "
+            "its share of --time-limit (%.0f s)",
+            times.step_seconds,
+            times.validate_seconds,
+            f"{plan.epochs} epoch(s)"
+            if plan.steps_per_epoch is None
+            else f"{plan.steps_per_epoch} of one pass's {times.steps_per_pass} steps",
+            share,
+        )
+    run_options = options(plan)
 
     def in_time(epoch: int, record: dict[str, Any]) -> None:
-        took = time.perf_counter() - start
-        if share is not None and epoch + 1 < epochs and took * (epoch + 2) / (epoch + 1) > share:
+        """A safety net: the plan's estimate can be wrong (the machine slows down)."""
+        took = time.perf_counter() - began
+        if share is None or epoch + 1 >= plan.epochs:
+            return
+        if took + (took - probe_seconds) / (epoch + 1) > share:
             raise _OutOfTime
 
+    probe_seconds = time.perf_counter() - began
     try:
-        result = train_supernet(options, in_time)
-        history = result.history
+        history = train_supernet(run_options, in_time).history
     except _OutOfTime:
         history = load_supernet(checkpoint).extra["train_state"]["history"]
         log.warning(
-            "supernet: stopped after %d of %d epochs for --time-limit", len(history), epochs
+            "supernet: stopped after %d of %d epochs for --time-limit", len(history), plan.epochs
         )
     last = history[-1] if history else {}
     return SupernetReport(
         checkpoint=checkpoint,
         epochs=len(history),
         planned_epochs=epochs,
-        seconds=time.perf_counter() - start,
+        steps=int(last.get("step", 0)),
+        seconds=time.perf_counter() - began,
         largest_top1=float(last.get("largest_top1", float("nan"))),
         smallest_top1=float(last.get("smallest_top1", float("nan"))),
     )

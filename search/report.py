@@ -146,12 +146,13 @@ def _weight_sharing_line(outcome: SearchOutcome) -> str:
     scored = stats.get("inherited", 0)
     per = stats.get("inherit_seconds", 0.0) / scored if scored else 0.0
     stopped = (
-        f" (stopped after {s['epochs']} of {s['planned_epochs']} for the time limit)"
+        f", {s['epochs']} of the {s['planned_epochs']} asked for fitting the time limit"
         if s.get("epochs", 0) < s.get("planned_epochs", 0)
         else ""
     )
     return (
-        f"Weight sharing: one supernet of the space trained {s.get('epochs')} epoch(s){stopped} "
+        f"Weight sharing: one supernet of the space trained {s.get('epochs')} epoch(s) "
+        f"({s.get('steps', 0)} sandwich steps{stopped}) "
         f"on `{t['data']}/train` in {s.get('seconds', 0):.0f} s (validation top-1 of its largest "
         f"config {s.get('largest_top1', float('nan')):.1f} %, smallest "
         f"{s.get('smallest_top1', float('nan')):.1f} %, BatchNorm re-estimated); this run scored "
@@ -321,6 +322,30 @@ def budget_rule(outcome: SearchOutcome) -> str:
     )
 
 
+def short_budget(outcome: SearchOutcome) -> str:
+    """The budget in a few words: ``2 ms on ort-cpu``, or ``as fast as M0 on ort-cpu in the
+    final paired run``."""
+    reference = getattr(outcome, "budget_reference", None)
+    if not reference:
+        return f"{outcome.budget_ms:g} ms on {outcome.target.name}"
+    short = reference.removeprefix("efficientvit_").upper()
+    return f"as fast as {short} on {outcome.target.name} in the final paired run"
+
+
+def fastest_words(outcome: SearchOutcome) -> str:
+    """The fastest model measured, by its re-measured latency where it has one, with its paired
+    ratio to M0: ``searched_ab12cd34 at 4.732 ms, 1.03x M0 [0.93, 1.30]``."""
+    f = outcome.fastest
+    if f is None:
+        return "nothing measured"
+    lat = f.remeasured or f.latency
+    words = f"{f.config.name} at {lat.median_ms:.3f} ms"
+    if f.vs_first is not None and f.reference != "efficientvit_m0":
+        r = f.vs_first
+        words += f", {r.ratio:.2f}x M0 [{r.ci_low:.2f}, {r.ci_high:.2f}]"
+    return words
+
+
 def _budget_margin(outcome: SearchOutcome, best: Any) -> str:
     """How the pick stands against the rule :func:`budget_rule` states."""
     ref = next(
@@ -388,14 +413,11 @@ def _pick_lines(outcome: SearchOutcome, onnx_note: str) -> list[str]:
     """The pick with its figures, or the fastest model measured when nothing fits."""
     best = outcome.best
     if best is None:
-        fastest = outcome.fastest
-        lat = (fastest.remeasured or fastest.latency) if fastest else None
         return [
             "## No configuration fits the budget",
             "",
-            f"Fastest configuration measured: **{fastest.config.name}** at {_fmt_lat(lat)} ms."
-            if fastest
-            else "Nothing was measured.",
+            f"No configuration fits {short_budget(outcome)}. Fastest measured: "
+            f"{fastest_words(outcome)}.",
             "",
         ]
     lines = [

@@ -96,6 +96,9 @@ class SupernetOptions:
         random_subnets: random configs per step, besides the largest and the smallest.
         bn_batches: training batches on which each evaluated config's BN statistics are
             re-estimated.
+        steps_per_epoch: optimizer steps per epoch (None: one pass over the training set);
+            fewer train each epoch on another random part of it (what a time limit needs:
+            :func:`plan_for`).
         val: validation root when not ``data/val``.
         val_fraction: share held out when ``data`` is one folder of classes.
         resume: continue the run in ``out`` (with its own recipe and settings).
@@ -112,6 +115,7 @@ class SupernetOptions:
     recipe: Recipe = field(default_factory=Recipe)
     random_subnets: int = 2
     bn_batches: int = BN_RECALIBRATION_BATCHES
+    steps_per_epoch: int | None = None
     val: str | os.PathLike | None = None
     val_fraction: float = 0.1
     resume: bool = False
@@ -175,24 +179,39 @@ class _Settings:
     space: SupernetSpace  # at the recipe's input size, when it sets one
     random_subnets: int
     bn_batches: int
+    steps_per_epoch: int | None
 
 
 def _settings(options: SupernetOptions, saved: dict[str, Any] | None) -> _Settings:
     """The run's settings from the options, or from the checkpoint's ``extra`` when resuming
     (a resumed run repeats the original; a flag that differs is logged, not used)."""
     space = options.space if isinstance(options.space, SupernetSpace) else read_space(options.space)
+    steps = options.steps_per_epoch
     if saved is None:
         recipe, subnets, bn = options.recipe.validate(), options.random_subnets, options.bn_batches
     else:
         recipe = Recipe.from_dict(saved["recipe"])
         subnets, bn = saved["random_subnets"], saved["bn_batches"]
-        if (subnets, bn) != (options.random_subnets, options.bn_batches):
-            log.info("--resume: the run's own --random-subnets %d and --bn-batches %d", subnets, bn)
+        steps = saved.get("steps_per_epoch")
+        if (subnets, bn, steps) != (
+            options.random_subnets,
+            options.bn_batches,
+            options.steps_per_epoch,
+        ):
+            log.info(
+                "--resume: the run's own --random-subnets %d, --bn-batches %d and steps per "
+                "epoch %s",
+                subnets,
+                bn,
+                steps or "all",
+            )
     if subnets < 0 or bn < 1:
         raise TrainError(f"--random-subnets {subnets} must be >= 0 and --bn-batches {bn} >= 1")
+    if steps is not None and steps < 1:
+        raise TrainError(f"steps per epoch {steps} must be >= 1 (None: one pass)")
     if recipe.img_size is not None:
         space = space.with_img_size((recipe.img_size,))
-    return _Settings(recipe, space, subnets, bn)
+    return _Settings(recipe, space, subnets, bn, steps)
 
 
 class _SupernetRun:
@@ -213,6 +232,7 @@ class _SupernetRun:
         settings = _settings(options, saved if last is not None else None)
         self.recipe, self.space = settings.recipe, settings.space
         self.random_subnets, self.bn_batches = settings.random_subnets, settings.bn_batches
+        self.steps_cap = settings.steps_per_epoch
         num_classes = len(self.data.classes)
         self.max_config = self.space.largest(num_classes)
         self.min_config = self.space.smallest(num_classes)
@@ -247,7 +267,7 @@ class _SupernetRun:
             info.device,
             options.workers,
         )
-        self.steps_per_epoch = len(self.train_loader)
+        self.steps_per_epoch = min(len(self.train_loader), self.steps_cap or len(self.train_loader))
         self._build_optimization()
         # built once: the two configs every step runs (a build costs about a small forward)
         self.fixed = {c: self.supernet.subnet(c) for c in (self.max_config, self.min_config)}
@@ -336,7 +356,8 @@ class _SupernetRun:
             bar = progress_bar(self.steps_per_epoch, f"epoch {epoch + 1}/{self.recipe.epochs}")
         # per image: the largest's loss, the smallest's (distillation) loss; and the count
         sums = torch.zeros(3, dtype=torch.float64, device=self.info.device)
-        for step, batch in enumerate(self.train_loader):
+        # a cap takes the first steps of the epoch's own shuffled order: another part each epoch
+        for step, batch in zip(range(self.steps_per_epoch), self.train_loader, strict=False):
             self.bad_images.add(batch.bad)
             if not len(batch.targets):
                 if self.info.enabled:
@@ -467,6 +488,7 @@ class _SupernetRun:
             "data": {k: v for k, v in self.data.description.items() if k != "val_files"},
             "random_subnets": self.random_subnets,
             "bn_batches": self.bn_batches,
+            "steps_per_epoch": self.steps_cap,
             "smallest_config": self.min_config.to_dict(),
             "train_state": {
                 "optimizer": self.optimizer.state_dict(),

@@ -124,3 +124,23 @@ def test_a_short_training_study_is_never_resumed_with_weight_sharing(
     with pytest.raises(ValueError, match=r"other settings \(scorer None -> 'supernet'"):
         run_fake(shared)
     assert not (tmp_path / "run" / "supernet").exists()
+
+
+def test_a_time_share_shorter_than_one_pass_trains_the_steps_that_fit(
+    tmp_path,
+    tiny_space,
+    shapes,  # noqa: F811
+):
+    """One pass over the data can take longer than a whole --time-limit on a CPU: the supernet
+    then trains the steps its share fits, not a pass that overruns the limit."""
+    from evit.train.data import resolve_data
+    from search.inherited import train_supernet_for
+
+    budget = _budget(shapes)
+    per_pass = len(resolve_data(shapes).train) // budget.batch_size
+    unlimited = train_supernet_for(budget, tiny_space, tmp_path / "a", 2, lambda: None)
+    assert (unlimited.epochs, unlimited.steps) == (2, 2 * per_pass)
+    short = train_supernet_for(budget, tiny_space, tmp_path / "b", 2, lambda: 1e-3)
+    assert (short.epochs, short.steps, short.planned_epochs) == (1, 1, 2)
+    # the report says it
+    assert short.as_dict()["steps"] == 1
