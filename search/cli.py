@@ -41,7 +41,7 @@ from search.measure import NothingFits
 from search.objectives import ACCURACY, OBJECTIVE_NAMES
 from search.options import DEFAULT_TIME_LIMIT_S, SAMPLERS, SearchOptions, SearchOutcome
 from search.outputs import summary
-from search.report import budget_rule, lead_verdict, precisions_note
+from search.report import budget_rule, fastest_words, lead_verdict, precisions_note, short_budget
 from search.study import run_search
 from search.targets import TARGETS, TargetUnavailable
 from search.timeplan import TimePlan
@@ -461,12 +461,9 @@ def _exit_code(outcome: SearchOutcome) -> int:
         print(INTERRUPTED, file=sys.stderr)
         return EXIT_INTERRUPTED
     if outcome.best is None:
-        f = outcome.fastest
-        lat = (f.remeasured or f.latency) if f else None
-        where = f"{f.config.name} at {lat.median_ms:.3f} ms" if f else "nothing measured"
         print(
-            f"error: no configuration fits {outcome.budget_ms:g} ms on {outcome.target.name}; "
-            f"fastest measured: {where} (report: {outcome.out / 'report.md'})",
+            f"error: no configuration fits {short_budget(outcome)}; fastest measured: "
+            f"{fastest_words(outcome)} (report: {outcome.out / 'report.md'})",
             file=sys.stderr,
         )
         return EXIT_FAILED_CHECK

@@ -252,8 +252,15 @@ def _budget_reference(ctx: RunContext, references: list[Candidate]) -> Candidate
     return next((r for r in references if name and r.reference == name), None)
 
 
-def _fastest(cands: list[Candidate], references: list[Candidate]) -> Candidate | None:
-    measured = [c for c in cands if c.reference is None] + references
+def _fastest(
+    cands: list[Candidate], chosen: list[Candidate], references: list[Candidate]
+) -> Candidate | None:
+    """The fastest model measured, by its re-measured latency where it has one (a first
+    reading can be far below what the final paired run found)."""
+    again = {c.config.architecture_hash(): c for c in chosen}
+    measured = [
+        again.get(c.config.architecture_hash(), c) for c in cands if c.reference is None
+    ] + references
     return min(measured, key=lambda c: (c.remeasured or c.latency).median_ms, default=None)
 
 
@@ -321,7 +328,7 @@ def finish(
         best=best,
         chosen=chosen,
         references=references,
-        fastest=_fastest(cands, references),
+        fastest=_fastest(cands, chosen, references),
         run=run,
         drifts=drifts,
         drift_warning=drift_warning(references, attempts=len(drifts)) if done else None,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import csv
 import itertools
 import json
@@ -154,6 +155,16 @@ def test_infeasible_budget_names_the_fastest(tmp_path, tiny_space, fake_target, 
     assert "No configuration fits the budget" in report
     assert outcome.fastest.config.name in report
     assert not (outcome.out / "best.yaml").exists()
+    # named by what the final run read, not by the stale first reading that was under budget
+    fastest = outcome.fastest
+    assert fastest.remeasured is not None and fastest.remeasured.median_ms > 0.01
+    assert f"{fastest.config.name} at {fastest.remeasured.median_ms:.3f} ms" in report
+    assert "at 0.001 ms" not in report
+    from search.report import short_budget
+
+    assert short_budget(outcome) == "0.01 ms on ort-cpu"
+    as_m0 = dataclasses.replace(outcome, budget_reference="efficientvit_m0")
+    assert short_budget(as_m0) == "as fast as M0 on ort-cpu in the final paired run"
 
 
 def test_prefilter_rules():
