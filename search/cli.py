@@ -279,7 +279,9 @@ def _accuracy_args(p: argparse.ArgumentParser) -> None:
         "--supernet-epochs",
         type=int,
         default=SearchOptions.supernet_epochs,
-        help=f"epochs of the supernet's training (default {SearchOptions.supernet_epochs})",
+        help=f"epochs of the supernet's training (default {SearchOptions.supernet_epochs}; "
+        "fewer, or one epoch of fewer steps, when they would not fit half of the time "
+        "--time-limit leaves)",
     )
 
 

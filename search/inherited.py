@@ -168,6 +168,17 @@ class InheritedScorer:
         self._bn: dict[int, Any] = {}
         self._val: dict[int, Any] = {}
         self._fixed = fixed_training_images
+        # fine-tuned before the final phase, by architecture: (both seeds, kept weights, seconds)
+        self._early: dict[str, tuple[list[float], Path, list[float]]] = {}
+
+    def fine_tune_early(self, config: ModelConfig) -> list[float]:
+        """Fine-tune ``config`` (M0) now, before the trials, with both seeds: the final phase
+        reuses the result, and its trainings' seconds are what the time limit's estimate of
+        that phase needs (the trials train nothing). Returns those seconds."""
+        seconds: list[float] = []
+        scores, kept = self._fine_tune(config, seconds)
+        self._early[config.architecture_hash()] = (scores, kept, seconds)
+        return seconds
 
     def _loaders(self, size: int) -> tuple[Any, Any]:
         from evit.train.evaluate import eval_loader
@@ -247,7 +258,12 @@ class InheritedScorer:
         seconds: list[float] = []
         for c in todo:
             arch = c.config.architecture_hash()
-            if arch not in seeds:
+            if arch in seeds:
+                continue
+            if arch in self._early:
+                seeds[arch], kept[arch], took = self._early[arch]
+                seconds += took  # counted with the others in the report
+            else:
                 seeds[arch], kept[arch] = self._fine_tune(c.config, seconds)
         picks = [c.config.architecture_hash() for c in top]
         return Confirmation(seeds, picks, seconds, kept, fine_tuned=True)

@@ -59,6 +59,17 @@ def _earlier_trainings(study: optuna.Study) -> list[float]:
     ]
 
 
+def final_trainings(ctx: RunContext) -> int:
+    """The final phase's trainings: ``--confirm``'s second seed of the contenders, M0 and its
+    rival; with ``--weight-sharing`` two seeds of the contenders and M0's rival (M0 itself is
+    fine-tuned before the trials: :meth:`InheritedScorer.fine_tune_early`)."""
+    if ctx.train is None:
+        return 0
+    if ctx.opts.weight_sharing:
+        return 2 * (max(ctx.train.confirm, 1) + 1)
+    return ctx.train.confirm + 2 if ctx.train.confirm else 0
+
+
 def make_plan(ctx: RunContext, seams: Seams, study: optuna.Study) -> TimePlan:
     plan = TimePlan(
         limit=ctx.opts.whole_run_limit,
@@ -66,6 +77,7 @@ def make_plan(ctx: RunContext, seams: Seams, study: optuna.Study) -> TimePlan:
         clock=seams.clock,
         trains=trains(ctx),
         confirm=ctx.train.confirm if ctx.train is not None else 0,
+        final_trainings=final_trainings(ctx),
         fp32=ctx.target.precision == "fp32",
         references=len(reference_configs()),
         remeasure=ctx.opts.remeasure,
@@ -142,7 +154,13 @@ def _scorer(
     report = train_supernet_for(
         ctx.train, ctx.opts.space, ctx.out, ctx.opts.supernet_epochs, plan.time_left
     )
-    return InheritedScorer(ctx.train, ctx.out, report, seams.train), report
+    scorer = InheritedScorer(ctx.train, ctx.out, report, seams.train)
+    m0 = reference_configs()["efficientvit_m0"].replace(num_classes=ctx.space.num_classes)
+    params = ctx.space.params_of(m0)
+    if params is not None:  # the final phase's time estimate needs a training time
+        for seconds in scorer.fine_tune_early(ctx.space.config_from_params(params)):
+            plan.trained(seconds)
+    return scorer, report
 
 
 def run_search(

@@ -98,6 +98,9 @@ class TimePlan:
         clock: seconds.
         trains: the run trains its candidates.
         confirm: ``--confirm``'s contenders.
+        final_trainings: trainings of the final phase (``--confirm``'s second seeds, or
+            ``--weight-sharing``'s fine-tunings), each estimated at the upper quartile of the
+            run's training times.
         fp32: the target measures fp32 (else the final phase compares with fp32 too).
         references: M0-M5 in the final re-measurement.
         remeasure: ``--remeasure``.
@@ -108,6 +111,7 @@ class TimePlan:
     clock: Callable[[], float]
     trains: bool = False
     confirm: int = 0
+    final_trainings: int = 0
     fp32: bool = True
     references: int = 6
     remeasure: int = 6
@@ -134,14 +138,14 @@ class TimePlan:
         return float(np.mean(self.prepares)) if self.prepares else PREPARE_SECONDS
 
     def after_remeasure_seconds(self) -> float:
-        """The final phase after the re-measurement: ``--confirm``'s trainings (the contenders,
-        M0 and its rival, at the upper quartile of the training times), the fp32 comparison of
-        a non-fp32 search, and the outputs."""
+        """The final phase after the re-measurement: its trainings (``final_trainings``, at the
+        upper quartile of the training times), the fp32 comparison of a non-fp32 search, and
+        the outputs."""
         seconds = OUTPUT_SECONDS
         times = self.trainings or self.times.earlier_trainings
-        if self.trains and self.confirm and times:
+        if self.trains and self.final_trainings and times:
             # the contenders are the larger models: the upper quartile of training times
-            seconds += (self.confirm + 2) * float(np.percentile(times, UPPER_QUARTILE))
+            seconds += self.final_trainings * float(np.percentile(times, UPPER_QUARTILE))
         if not self.fp32:  # the pick and M0-M5, twice each
             models = 2 * (self.references + 1)
             seconds += interleave_seconds(models) + models * self.prepare_seconds()

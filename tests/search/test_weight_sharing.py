@@ -144,3 +144,50 @@ def test_a_time_share_shorter_than_one_pass_trains_the_steps_that_fit(
     assert (short.epochs, short.steps, short.planned_epochs) == (1, 1, 2)
     # the report says it
     assert short.as_dict()["steps"] == 1
+
+
+def test_m0_is_fine_tuned_before_the_trials_so_the_time_limit_counts_the_fine_tunings(
+    tmp_path,
+    tiny_space,
+    shapes,  # noqa: F811
+    fake_target,
+    monkeypatch,
+):
+    """The trials train nothing, so without a training time the final phase's fine-tunings
+    (two seeds of the contenders and M0's rival) were estimated at 0 s and overran the limit."""
+    from types import SimpleNamespace
+
+    import search.study
+    from search.study import final_trainings
+
+    clock = [0.0]
+    wire(clock=lambda: clock[0])
+
+    class Timed(RecordingTraining):
+        def __call__(self, config, budget, out, on_epoch):
+            clock[0] += 20.0
+            return dataclasses.replace(
+                super().__call__(config, budget, out, on_epoch), seconds=20.0
+            )
+
+    tuning = Timed()
+    wire(train=tuning)
+    measure = fake_target.measure
+
+    def one_second(self, config, timings=None):
+        clock[0] += 1.0
+        return measure(self, config, timings)
+
+    monkeypatch.setattr(fake_target, "measure", one_second)
+    space = load_space(tiny_space)
+    stand_in = space.smallest().replace(name="efficientvit_m0")  # the tiny space holds no M0
+    monkeypatch.setattr(search.study, "reference_configs", lambda: {"efficientvit_m0": stand_in})
+    opts = _opts(tmp_path, tiny_space, shapes, trials=500, time_limit=300.0)
+    outcome = run_fake(opts)
+    arch = stand_in.replace(num_classes=2).architecture_hash()
+    assert [(a, seed) for a, seed, _ in tuning.inits[:2]] == [(arch, 0), (arch, 1)]
+    stop = outcome.stats["time_limit"]
+    # two seeds of --confirm's 2 contenders and M0's rival, at the 20 s each M0's took
+    assert final_trainings(SimpleNamespace(train=opts.train, opts=opts)) == 6
+    assert stop["final_estimate_s"] >= 6 * 20.0
+    assert clock[0] <= 300.0 and outcome.stats["confirmed"] >= 2
