@@ -98,6 +98,33 @@ def fake_training(monkeypatch):
     return fake
 
 
+def on_a_fake_clock(training, fake_target, monkeypatch, train_s=20.0, measure_s=1.0):
+    """Wire a run onto a fake clock on which each training of ``training`` (a
+    :class:`FakeTraining`) takes ``train_s`` and each measurement ``measure_s``, and every
+    reading of the clock a little; returns the clock (a one-element list)."""
+    clock = [0.0]
+
+    def ticking():  # every reading costs a little, so cached trials take time too
+        clock[0] += 0.01
+        return clock[0]
+
+    def timed(config, budget, out, on_epoch):
+        clock[0] += train_s
+        return dataclasses.replace(training(config, budget, out, on_epoch), seconds=train_s)
+
+    measure = fake_target.measure
+
+    def measured(self, config, timings=None):
+        clock[0] += measure_s
+        if timings is not None:
+            timings["measure_s"] = measure_s
+        return measure(self, config, timings)
+
+    wire(clock=ticking, train=timed)
+    monkeypatch.setattr(fake_target, "measure", measured)
+    return clock
+
+
 def _opts(tmp_path, space, data, **kw):
     train = TrainBudget(data=data, epochs=EPOCHS, batch_size=4, early_stop=0.33)
     base = dict(
@@ -659,34 +686,7 @@ def test_a_time_limit_ends_the_run_confirmations_included_within_it(
     """A (fake) training takes 20 s of a fake clock, a measurement 1 s: under --time-limit
     300 the trials stop when one more trial and the final phase (re-measurement, the
     confirmations' four trainings, outputs) would not fit, and the run ends within 300 s."""
-    import dataclasses
-
-    clock = [0.0]
-
-    def ticking():  # every reading costs a little, so cached trials take time too
-        clock[0] += 0.01
-        return clock[0]
-
-    wire(clock=ticking)
-
-    class Timed(FakeTraining):
-        def __call__(self, config, budget, out, on_epoch):
-            clock[0] += 20.0
-            return dataclasses.replace(
-                super().__call__(config, budget, out, on_epoch), seconds=20.0
-            )
-
-    timed = Timed()
-    wire(train=timed)
-    measure = fake_target.measure
-
-    def one_second(self, config, timings=None):
-        clock[0] += 1.0
-        if timings is not None:
-            timings["measure_s"] = 1.0
-        return measure(self, config, timings)
-
-    monkeypatch.setattr(fake_target, "measure", one_second)
+    clock = on_a_fake_clock(FakeTraining(), fake_target, monkeypatch)
     outcome = run_fake(_opts(tmp_path, tiny_space, shapes, trials=500, time_limit=300.0))
     stop = outcome.stats["time_limit"]
     assert outcome.stats["trained"] >= 5 and outcome.stats["confirmed"] >= 2

@@ -18,6 +18,7 @@ from tests.search.test_accuracy import (  # noqa: F401 (fixtures)
     EPOCHS,
     FakeTraining,
     fake_training,
+    on_a_fake_clock,
     shapes,
 )
 
@@ -160,25 +161,8 @@ def test_m0_is_fine_tuned_before_the_trials_so_the_time_limit_counts_the_fine_tu
     import search.study
     from search.study import final_trainings
 
-    clock = [0.0]
-    wire(clock=lambda: clock[0])
-
-    class Timed(RecordingTraining):
-        def __call__(self, config, budget, out, on_epoch):
-            clock[0] += 20.0
-            return dataclasses.replace(
-                super().__call__(config, budget, out, on_epoch), seconds=20.0
-            )
-
-    tuning = Timed()
-    wire(train=tuning)
-    measure = fake_target.measure
-
-    def one_second(self, config, timings=None):
-        clock[0] += 1.0
-        return measure(self, config, timings)
-
-    monkeypatch.setattr(fake_target, "measure", one_second)
+    tuning = RecordingTraining()
+    clock = on_a_fake_clock(tuning, fake_target, monkeypatch)
     space = load_space(tiny_space)
     stand_in = space.smallest().replace(name="efficientvit_m0")  # the tiny space holds no M0
     monkeypatch.setattr(search.study, "reference_configs", lambda: {"efficientvit_m0": stand_in})
