@@ -267,6 +267,11 @@ def _accuracy_args(p: argparse.ArgumentParser) -> None:
         "the most accurate candidate within M0's latency again with another seed, and pick by "
         f"the mean of both (default {TrainBudget.confirm}; 0 = off)",
     )
+    _weight_sharing_args(acc)
+
+
+def _weight_sharing_args(acc: argparse._ArgumentGroup) -> None:
+    """``--weight-sharing`` and its supernet, in the accuracy objective's group."""
     acc.add_argument(
         "--weight-sharing",
         action="store_true",

@@ -71,7 +71,7 @@ def train_supernet_for(
     """Train (or resume, or reuse) the run's supernet at the candidates' training sizes."""
     from evit.supernet.checkpoint import load_supernet
     from evit.supernet.loop import SupernetOptions, train_supernet
-    from evit.supernet.plan import Plan, plan_for, time_steps
+    from evit.supernet.plan import Plan
     from evit.supernet.space import read_space
     from evit.train.recipe import choose_recipe
 
@@ -106,18 +106,7 @@ def train_supernet_for(
     began = time.perf_counter()
     plan = Plan(epochs, None)
     if share is not None and not resume:
-        times = time_steps(options(plan))
-        plan = plan_for(times, epochs, share - (time.perf_counter() - began))
-        log.warning(
-            "supernet: a sandwich step takes %.1f s and an evaluation %.0f s here: %s fit(s) "
-            "its share of --time-limit (%.0f s)",
-            times.step_seconds,
-            times.validate_seconds,
-            f"{plan.epochs} epoch(s)"
-            if plan.steps_per_epoch is None
-            else f"{plan.steps_per_epoch} of one pass's {times.steps_per_pass} steps",
-            share,
-        )
+        plan = _fit(options(plan), epochs, share)
     run_options = options(plan)
 
     def in_time(epoch: int, record: dict[str, Any]) -> None:
@@ -146,6 +135,27 @@ def train_supernet_for(
         largest_top1=float(last.get("largest_top1", float("nan"))),
         smallest_top1=float(last.get("smallest_top1", float("nan"))),
     )
+
+
+def _fit(options: Any, epochs: int, share: float) -> Any:
+    """The supernet's epochs and steps that fit ``share`` seconds, its steps timed first
+    (``evit.supernet.plan``); the timing comes out of the share."""
+    from evit.supernet.plan import plan_for, time_steps
+
+    began = time.perf_counter()
+    times = time_steps(options)
+    plan = plan_for(times, epochs, share - (time.perf_counter() - began))
+    log.warning(
+        "supernet: a sandwich step takes %.1f s and an evaluation %.0f s here: %s fit "
+        "its share of --time-limit (%.0f s)",
+        times.step_seconds,
+        times.validate_seconds,
+        f"{plan.epochs} epoch(s)"
+        if plan.steps_per_epoch is None
+        else f"{plan.steps_per_epoch} of one pass's {times.steps_per_pass} steps",
+        share,
+    )
+    return plan
 
 
 class InheritedScorer:
