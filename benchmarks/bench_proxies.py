@@ -136,17 +136,25 @@ def proxies(config: Any) -> dict[str, float]:
     return {name: OBJECTIVES[name].evaluate(config) for name in PROXY_NAMES}
 
 
-def train_one(config: Any, data: Path, epochs: int, img_size: int, seed: int) -> dict[str, Any]:
-    from search.accuracy import TrainBudget, epoch_top1, train_candidate
+def short_training(config: Any, budget: Any) -> dict[str, Any]:
+    """``config``'s top-1, per-epoch curve and seconds after the search's own short training
+    (``search.accuracy.train_candidate`` under ``budget``, its seed), from random weights."""
+    from search.accuracy import epoch_top1, train_candidate
 
-    budget = TrainBudget(data=data, epochs=epochs, img_size=img_size, seed=seed)
-    with tempfile.TemporaryDirectory(prefix="bench-proxies-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="bench-training-") as tmp:
         outcome = train_candidate(config, budget, Path(tmp) / "run", None)
     return {
         "top1": outcome.top1,
         "curve": [epoch_top1(h) for h in outcome.history],
         "seconds": outcome.seconds,
     }
+
+
+def train_one(config: Any, data: Path, epochs: int, img_size: int, seed: int) -> dict[str, Any]:
+    from search.accuracy import TrainBudget
+
+    budget = TrainBudget(data=data, epochs=epochs, img_size=img_size, seed=seed)
+    return short_training(config, budget)
 
 
 def ensure_data(path: Path, val_per_class: int = 50) -> Path:

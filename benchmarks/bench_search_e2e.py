@@ -24,11 +24,11 @@ import json
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks.bench_proxies import short_training
 from benchmarks.bench_supernet_rank import cpu_kind, ensure_data
 from benchmarks.common import RESULTS, save
 
@@ -86,12 +86,8 @@ def train_from_scratch(config: dict[str, Any], budget: Any, seed: int) -> dict[s
     import dataclasses
 
     from evit.config import ModelConfig
-    from search.accuracy import train_candidate
 
-    model = ModelConfig.from_dict(config)
-    with tempfile.TemporaryDirectory(prefix="bench-search-e2e-") as tmp:
-        got = train_candidate(model, dataclasses.replace(budget, seed=seed), Path(tmp), None)
-    return {"top1": got.top1, "seconds": got.seconds}
+    return short_training(ModelConfig.from_dict(config), dataclasses.replace(budget, seed=seed))
 
 
 def mean(values: list[float]) -> float:

@@ -37,12 +37,16 @@ import hashlib
 import json
 import random
 import statistics
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.bench_proxies import bootstrap_interval, kendall_tau, tau_within_bins
+from benchmarks.bench_proxies import (
+    bootstrap_interval,
+    kendall_tau,
+    short_training,
+    tau_within_bins,
+)
 from benchmarks.common import RESULTS, save
 
 NAME = "supernet_rank"
@@ -117,19 +121,6 @@ def sample_configs(count: int, seed: int, classes: int, budget: Any) -> dict[str
 
 
 # --- the two scores --------------------------------------------------------------------------
-
-
-def train_standalone(config: Any, budget: Any) -> dict[str, Any]:
-    """``config``'s top-1 after the search's short training (``budget``, its seed)."""
-    from search.accuracy import epoch_top1, train_candidate
-
-    with tempfile.TemporaryDirectory(prefix="bench-supernet-rank-") as tmp:
-        outcome = train_candidate(config, budget, Path(tmp) / "run", None)
-    return {
-        "top1": outcome.top1,
-        "curve": [epoch_top1(h) for h in outcome.history],
-        "seconds": outcome.seconds,
-    }
 
 
 def train_supernet(budget: Any, folder: Path, epochs: int) -> Any:
@@ -411,7 +402,7 @@ def run(args: argparse.Namespace, state: dict[str, Any]) -> None:
         for name, config in configs.items():
             row = state["configs"][name]
             if str(seed) not in row["standalone"]:
-                row["standalone"][str(seed)] = train_standalone(config, seeded)
+                row["standalone"][str(seed)] = short_training(config, seeded)
                 got = row["standalone"][str(seed)]
                 done(f"{name} seed {seed}: top-1 {got['top1']:.1f} % ({got['seconds']:.0f} s)")
 
