@@ -80,6 +80,7 @@ class ExportResult:
                 int8["deployed"] = {
                     **asdict(deployed),
                     "ratio": deployed.ratio,
+                    "max_rel_error": deployed.max_rel_error,
                     "passed": deployed.passed,
                 }
         return {

@@ -122,6 +122,15 @@ class Int8Check:
 # kernels (8-bit weights, x86 without VNNI) 2.2-3.2 on the trained models and 1.56-3.0 on live
 # random ones. The limit sits between the two groups.
 DEPLOYED_ERROR_RATIO = 1.3
+# The quantization's own error counts at most this much in that limit: a runtime whose logits
+# are twice its graph's reads relative error ~1.0 whatever the model, so where a graph is itself
+# 0.77 or more off fp32 (the tiny live test network read 0.28-0.91 over eight seeds) 1.3x its
+# own error let doubled logits pass. On live M0s (AVX2 kind, benchmarks/bench_deployed_check.py)
+# the right paths (ONNX Runtime and OpenVINO int8) read 0.24-0.56 against the graph where its
+# own error was 0.46-0.56, doubled logits 1.05-1.29; on one seed of five the graph was 1.05 off
+# fp32 and the right paths (0.98-1.01) fail too: no limit tells them apart there, which is why
+# --target auto checks on one fixed network (evit.live.live_model, seed 0: own 0.50).
+QUANTIZATION_ERROR_CAP = 0.6
 
 
 @dataclass(frozen=True)
@@ -129,7 +138,8 @@ class DeployedCheck:
     """A deployed runtime's int8 logits against the Q/DQ reference's.
 
     Passes when their relative error is at most :data:`DEPLOYED_ERROR_RATIO` times the
-    quantization's own (the reference's against fp32)."""
+    quantization's own (the reference's against fp32), counted at most
+    :data:`QUANTIZATION_ERROR_CAP`."""
 
     runtime: str  # e.g. "onnxruntime int8 kernels on x86-no-vnni (avx avx2)"
     cosine: float
@@ -144,15 +154,21 @@ class DeployedCheck:
         return self.rel_error / max(self.quantization_rel_error, 1e-3)
 
     @property
+    def max_rel_error(self) -> float:
+        """The most relative error a runtime that computes the graph shows (see above)."""
+        own = min(max(self.quantization_rel_error, 1e-3), QUANTIZATION_ERROR_CAP)
+        return self.max_ratio * own
+
+    @property
     def passed(self) -> bool:
-        return self.ratio <= self.max_ratio
+        return self.rel_error <= self.max_rel_error
 
     def summary(self) -> str:
         verdict = "agrees" if self.passed else "DISAGREES (its outputs here are wrong)"
         return (
             f"{self.runtime} vs the reference: cosine {self.cosine:.4f}, relative error "
             f"{self.rel_error:.3f} = {self.ratio:.2f}x the quantization's own "
-            f"(max {self.max_ratio}x): {verdict}"
+            f"(max {self.max_ratio}x, and at most {self.max_rel_error:.3f}): {verdict}"
         )
 
 

@@ -20,6 +20,7 @@ import copy
 import torch
 from torch import nn
 
+from evit.config import ModelConfig
 from evit.model import CascadedGroupAttention, ConvMlp, ConvNorm, EfficientViT, Residual
 
 
@@ -86,3 +87,15 @@ def live_copy(model: EfficientViT, seed: int = 0, batches: int = 4) -> Efficient
     )
     recalibrate_batchnorm(live, images)
     return live.train(model.training)
+
+
+def live_model(config: ModelConfig, seed: int = 0) -> EfficientViT:
+    """:func:`live_copy` of a model built from ``config`` whose weights are drawn from ``seed``
+    too (the initialization uses torch's global generator, left as it was): the same network on
+    every run, so that a check made on it reads the same every time. In eval mode."""
+    import evit
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = evit.create_model(config).eval()
+    return live_copy(model, seed=seed)

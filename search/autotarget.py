@@ -141,7 +141,7 @@ def _checked(
 ) -> tuple[list[Target], list[str]]:
     """The paths whose outputs are right on a live ``reference``, and a line per other one."""
     from edge.devicelock import device_key, device_lock
-    from evit.live import live_copy
+    from evit.live import live_model
 
     # random normal images, the inputs live_copy re-estimated its BN statistics on: on
     # off-distribution inputs (drawn frames) a live random network amplifies the last bit of
@@ -151,7 +151,7 @@ def _checked(
     images = images.astype(np.float32)
     batches = [images[i : i + batch] for i in range(0, len(images), batch)]
     with device_lock(device_key("cpu"), exclusive=False):
-        live = live_copy(evit.create_model(reference).eval(), seed=0)
+        live = live_model(reference, seed=0)
         fp32 = Target("ort-cpu", batch=batch, threads=1, workdir=workdir)
         expected = _outputs(fp32.prepare(reference, model=live), batches)
         problems = [output_problem(t, reference, live, batches, expected) for t in targets]

@@ -370,6 +370,30 @@ def test_a_uniform_scale_on_the_output_fails_the_int8_check(live_tiny, tmp_path)
     assert not doubled.passed and doubled.rel_error > 0.9
 
 
+def test_a_deployed_check_rejects_doubled_logits_however_far_the_quantization_is():
+    """A runtime's logits twice its graph's read relative error 1.0; where the graph itself is
+    0.9 off fp32 (live random networks read up to 0.83), 1.3x its own error would let them in."""
+    from edge.quantize import QUANTIZATION_ERROR_CAP, compare_deployed
+
+    rng = np.random.default_rng(0)
+
+    def off_by(a: np.ndarray, rel: float) -> np.ndarray:  # ``a`` plus noise of rel * its norm
+        noise = rng.standard_normal(a.shape)
+        return a + rel * np.linalg.norm(a) * noise / np.linalg.norm(noise)
+
+    fp32 = rng.standard_normal((16, 10))
+    reference = off_by(fp32, 0.9)
+    own = compare_deployed(reference, reference, fp32, "x").quantization_rel_error
+    assert own > QUANTIZATION_ERROR_CAP
+    rounding = off_by(reference, 0.5)
+    close = compare_deployed(rounding, reference, fp32, "exact kernels")
+    doubled = compare_deployed(2 * reference, reference, fp32, "doubled")
+    assert close.passed, close.summary()
+    assert doubled.ratio < doubled.max_ratio  # the ratio alone would pass it
+    assert not doubled.passed and "DISAGREES" in doubled.summary()
+    assert "at most 0.780" in doubled.summary()
+
+
 def test_held_out_images_come_from_the_calibration_folder(tmp_path):
     from PIL import Image
 
