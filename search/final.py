@@ -28,8 +28,17 @@ from search.candidates import Candidate
 from search.context import RunContext, trains
 from search.measure import Measurer
 from search.options import PrecisionRow
-from search.selection import choose_remeasure, pick_best, pick_family
+from search.selection import (
+    FOCUS_CANDIDATES,
+    FOCUS_ROUNDS,
+    choose_remeasure,
+    focused,
+    pick_best,
+    pick_family,
+    undecided,
+)
 from search.space import reference_configs
+from search.targets import interleave_seconds
 from search.timeplan import TimePlan
 from search.trainer import Confirmation, Scorer
 
@@ -228,6 +237,56 @@ def remeasure_steady(
     return dataclasses.replace(kept, drifts=drifts)
 
 
+def focus_undecided(
+    measurer: Measurer,
+    plan: TimePlan,
+    ctx: RunContext,
+    references: list[Candidate],
+    chosen: list[Candidate],
+    run: InterleavedResult | None,
+) -> InterleavedResult | None:
+    """With ``--budget-ms m0``: the reference and the most accurate candidates the final run
+    could not place against it (``search.selection.undecided``) measured again, side by side
+    in a run of their own; returns ``run`` with it (``search.selection.Focused``). On a noisy
+    machine the final run of ten-odd models gets ~20 rounds, too few to confirm even a
+    candidate at 0.7x the reference (docs/benchmarks.md §18)."""
+    ref = _budget_reference(ctx, references)
+    if ref is None or run is None:
+        return run
+    todo = undecided(chosen, ref, run, FOCUS_CANDIDATES)
+    if not todo:
+        return run
+    left = plan.time_left()
+    need = focus_seconds(len(todo) + 1, plan) + plan.after_remeasure_seconds()
+    if left is not None and left < need:
+        log.warning(
+            "final re-measurement: %d candidate(s) could not be told from %s; no time for a "
+            "focused run within --time-limit (%.0f s left, %.0f s needed)",
+            len(todo),
+            ref.reference,
+            left,
+            need,
+        )
+        return run
+    target = dataclasses.replace(ctx.target, build_level=None)
+    log.warning(
+        "final re-measurement: %s could not be told from %s in %d rounds; measuring them "
+        "side by side again",
+        ", ".join(c.config.name for c in todo),
+        ref.reference,
+        run.rounds,
+    )
+    again = measurer.remeasure([ref, *todo], target, max_rounds=FOCUS_ROUNDS)
+    if again.run is None:
+        return run
+    return focused(run, again.run, [ref.slot, *[c.slot for c in todo]])
+
+
+def focus_seconds(models: int, plan: TimePlan) -> float:
+    """The focused run's time: its measurement cap and each model's export."""
+    return interleave_seconds(models) + models * plan.prepare_seconds()
+
+
 @dataclass(frozen=True)
 class Final:
     """What the final phase found (see :func:`finish`)."""
@@ -301,6 +360,7 @@ def finish(
                 steady.run,
                 steady.drifts,
             )
+            run = focus_undecided(measurer, plan, ctx, references, chosen, run)
         if not interrupted and trainer is not None:
             ref = _budget_reference(ctx, references)
             confirmation = trainer.confirm(chosen, references, run, ctx.budget_ms, ref)

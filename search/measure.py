@@ -193,7 +193,9 @@ class Measurer:
         with device_lock(self.target.device_key):
             return self.target.measure(config)
 
-    def remeasure(self, cands: list[Candidate], target: Target | None = None) -> Remeasured:
+    def remeasure(
+        self, cands: list[Candidate], target: Target | None = None, max_rounds: int = 40
+    ) -> Remeasured:
         """Re-measure ``cands`` interleaved in one run (references included); returns copies
         with ``remeasured``, ``vs_first`` (paired ratio to the first) and ``slot`` set."""
         target = target or self.target
@@ -203,6 +205,7 @@ class Measurer:
         res = measure_side_by_side(
             [(target, c.config) for c in cands],
             [c.config.name for c in cands],
+            max_rounds=max_rounds,
             block_seconds=self.block_seconds,
         )
         out = []

@@ -43,10 +43,14 @@ def _fmt_lat(r: Any) -> str:
     return f"{r.median_ms:.3f} [{r.ci_low_ms:.3f}, {r.ci_high_ms:.3f}]"
 
 
+def _ratio_words(r: Any) -> str:
+    """A paired ratio with its 95 % CI: ``0.69 [0.63, 0.85]``."""
+    return f"{r.ratio:.2f} [{r.ci_low:.2f}, {r.ci_high:.2f}]"
+
+
 def _fmt_ratio(c: Any) -> str:
     if c.vs_first is not None:
-        r = c.vs_first
-        return f"{r.ratio:.2f} [{r.ci_low:.2f}, {r.ci_high:.2f}]"
+        return _ratio_words(c.vs_first)
     return "1 (reference)" if c.remeasured is not None else "-"
 
 
@@ -316,9 +320,28 @@ def budget_rule(outcome: SearchOutcome) -> str:
     reading = outcome.budget_ms / (1 + REFERENCE_BUDGET_SLACK)
     return (
         f"as fast as {short} (a config fits when the upper end of the 95 % CI of its paired "
-        f"latency ratio to {short} in the final interleaved run is at most 1; trials were "
+        f"latency ratio to {short} in the final interleaved run is at most 1, or in the "
+        f"focused run of {short} and the candidates that run could not tell from it; trials were "
         f"admitted up to {outcome.budget_ms:.3f} ms, {short}'s reading {reading:.3f} ms + "
         f"{REFERENCE_BUDGET_SLACK:.0%})"
+    )
+
+
+def focus_words(outcome: SearchOutcome) -> str | None:
+    """The focused re-measurement (``search.final.focus_undecided``) in one line, if one ran."""
+    run = outcome.interleaved
+    focus = getattr(run, "focused", None)
+    if run is None or focus is None:
+        return None
+    slots = run.focused_slots
+    ref = slots[0]
+    pairs = ", ".join(
+        f"{run.results[s].model} {_ratio_words(run.ratio(s, ref))}" for s in slots[1:]
+    )
+    return (
+        f"the final run ({run.rounds} rounds) could not tell {len(slots) - 1} candidate(s) from "
+        f"{run.results[ref].model}; measured again side by side ({focus.rounds} rounds): "
+        f"{pairs}"
     )
 
 
@@ -341,8 +364,7 @@ def fastest_words(outcome: SearchOutcome) -> str:
     lat = f.remeasured or f.latency
     words = f"{f.config.name} at {lat.median_ms:.3f} ms"
     if f.vs_first is not None and f.reference != "efficientvit_m0":
-        r = f.vs_first
-        words += f", {r.ratio:.2f}x M0 [{r.ci_low:.2f}, {r.ci_high:.2f}]"
+        words += f", {_ratio_words(f.vs_first).replace(' ', 'x M0 ', 1)}"
     return words
 
 
@@ -364,8 +386,7 @@ def _budget_margin(outcome: SearchOutcome, best: Any) -> str:
 def _paired(outcome: SearchOutcome, c: Any, ref: Any, label: str | None = None) -> str:
     """``c``'s latency over ``ref``'s, paired in the final interleaved run, with its 95 % CI."""
     r = outcome.interleaved.ratio(c.slot, ref.slot)
-    name = label or c.config.name
-    return f"{name}/{ref.reference} {r.ratio:.2f} [{r.ci_low:.2f}, {r.ci_high:.2f}]"
+    return f"{label or c.config.name}/{ref.reference} {_ratio_words(r)}"
 
 
 def _settings_lines(outcome: SearchOutcome) -> list[str]:
@@ -381,6 +402,7 @@ def _settings_lines(outcome: SearchOutcome) -> list[str]:
     optional = [
         ("Target", outcome.auto_choice),
         ("Budget from a reference", outcome.budget_choice),
+        ("Focused re-measurement", focus_words(outcome)),
         ("**Warning**", outcome.drift_warning),
     ]
     return [

@@ -9,10 +9,14 @@ interleaved rounds, so that a difference smaller than the noise never decides a 
 
 from __future__ import annotations
 
-from edge.latency import InterleavedResult
+from dataclasses import dataclass
+
+from edge.latency import InterleavedResult, Ratio
 from search.candidates import Candidate
 
 FALLBACK_MARGIN = 0.85  # re-measure a few candidates this far under the budget too
+FOCUS_CANDIDATES = 3  # undecided candidates measured again beside the budget's reference
+FOCUS_ROUNDS = 80  # at most, in the focused run (the final run of ~10 models gets ~20)
 
 
 def front_indices(points: list[tuple[float, float]]) -> list[int]:
@@ -69,6 +73,52 @@ def choose_remeasure(
             if c not in chosen:
                 chosen.append(c)
     return chosen
+
+
+@dataclass
+class Focused(InterleavedResult):
+    """The final interleaved run, in which the budget's reference and the candidates its
+    rounds could not tell from it (:func:`undecided`) were then measured again in a run of
+    their own (fewer models: more rounds in the time). A ratio between two of those comes from
+    the focused run; every other figure from the final run."""
+
+    focused: InterleavedResult | None = None
+    focused_slots: tuple[int, ...] = ()  # the final run's slot of each model of the focused one
+
+    def ratio(self, other: int, reference: int) -> Ratio:
+        slots = self.focused_slots
+        if self.focused is not None and other in slots and reference in slots:
+            return self.focused.ratio(slots.index(other), slots.index(reference))
+        return super().ratio(other, reference)
+
+    def to_dict(self) -> dict:
+        focused = self.focused.to_dict() if self.focused is not None else None
+        return {**super().to_dict(), "focused": focused, "focused_slots": list(self.focused_slots)}
+
+
+def focused(run: InterleavedResult, focus: InterleavedResult, slots: list[int]) -> Focused:
+    """``run`` with ``focus`` (a run of the models at ``slots`` of ``run``, in that order)."""
+    fields = {k: getattr(run, k) for k in ("results", "ratios", "rounds", "block_seconds")}
+    return Focused(
+        **fields, block_medians=run.block_medians, focused=focus, focused_slots=tuple(slots)
+    )
+
+
+def undecided(
+    chosen: list[Candidate], reference: Candidate, run: InterleavedResult, k: int
+) -> list[Candidate]:
+    """The ``k`` most accurate candidates that ``run`` cannot place against ``reference``:
+    their paired ratio's median is below 1 and its 95 % CI's upper end above. A candidate the
+    accuracy objective never trained is left out, as :func:`pick_best` leaves it out."""
+    if reference.slot is None:
+        return []
+
+    def open_(c: Candidate) -> bool:
+        r = run.ratio(c.slot, reference.slot)
+        return r.ratio < 1.0 < r.ci_high
+
+    todo = [c for c in chosen if c.trained is not False and c.slot is not None and open_(c)]
+    return sorted(todo, key=lambda c: -c.objective)[:k]
 
 
 def within_budget(c: Candidate, budget_ms: float) -> bool:

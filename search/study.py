@@ -81,6 +81,7 @@ def make_plan(ctx: RunContext, seams: Seams, study: optuna.Study) -> TimePlan:
         fp32=ctx.target.precision == "fp32",
         references=len(reference_configs()),
         remeasure=ctx.opts.remeasure,
+        focus=ctx.budget_reference is not None,
     )
     plan.times.earlier_trainings.extend(_earlier_trainings(study))
     return plan

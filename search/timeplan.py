@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from search.selection import FOCUS_CANDIDATES
 from search.targets import interleave_seconds
 
 MEASURED, TRAINED, STOPPED = "measured", "trained", "stopped"
@@ -104,6 +105,9 @@ class TimePlan:
         fp32: the target measures fp32 (else the final phase compares with fp32 too).
         references: M0-M5 in the final re-measurement.
         remeasure: ``--remeasure``.
+        focus: the budget is a reference's latency, so that the final re-measurement may
+            measure it again beside the candidates it could not tell from it
+            (``search.final.focus_undecided``).
     """
 
     limit: float | None
@@ -115,6 +119,7 @@ class TimePlan:
     fp32: bool = True
     references: int = 6
     remeasure: int = 6
+    focus: bool = False
     times: TrialTimes = field(default_factory=TrialTimes)
     prepares: list[float] = field(default_factory=list)
     trainings: list[float] = field(default_factory=list)
@@ -154,6 +159,9 @@ class TimePlan:
     def final_seconds(self, models: int) -> float:
         """The final phase's expected length when ``models`` models are re-measured."""
         remeasure = interleave_seconds(models) + models * self.prepare_seconds()
+        if self.focus:
+            focused = FOCUS_CANDIDATES + 1
+            remeasure += interleave_seconds(focused) + focused * self.prepare_seconds()
         return remeasure + self.after_remeasure_seconds()
 
     def stop_for(self, remeasure_count: Callable[[], int]) -> Stop | None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from edge.latency import InterleavedResult
@@ -128,3 +130,105 @@ def test_a_pick_whose_lead_is_within_the_noise_says_that_m0_is_as_good():
     one_seed = SimpleNamespace(objective=14.0, seeds=None, reference=None, slot=None)
     assert lead_verdict(outcome(one_seed)) is None  # not confirmed: no two-seed mean
     assert lead_verdict(SimpleNamespace(best=pick, training=None)) is None  # a proxy
+
+
+def _focus_case():
+    """A final run of 12 rounds in which A reads 0.7x M in most rounds but M fell in two fast
+    phases, B reads 0.8x M in every round and C 1.2x M."""
+    m = [2.0] * 12
+    a = [1.4] * 9 + [2.4, 2.6, 2.2]  # slow phases for A alone: the CI reaches above 1
+    run, (ref, cand_a, cand_b, cand_c) = _run({"M": m, "A": a, "B": [1.6] * 12, "C": [2.4] * 12})
+    cand_a.objective, cand_b.objective, cand_c.objective = 30.0, 20.0, 40.0
+    return run, ref, cand_a, cand_b, cand_c
+
+
+def test_a_candidate_the_final_run_cannot_place_is_decided_by_a_focused_run():
+    from search.selection import Focused, focused, undecided
+
+    run, ref, a, b, c = _focus_case()
+    r = run.ratio(a.slot, ref.slot)
+    assert r.ratio < 1.0 < r.ci_high  # undecided by the final run
+    assert undecided([a, b, c], ref, run, 3) == [a]  # B is within, C is over
+    assert pick_best([a, b, c], 0.0, ref, run) is b
+    rng = np.random.default_rng(0)
+    again = InterleavedResult(
+        results=[run.results[0], run.results[1]],
+        ratios=[],
+        rounds=60,
+        block_seconds=0.1,
+        block_medians=[[2.0] * 60, list(1.4 * np.exp(rng.normal(0, 0.05, 60)))],
+    )
+    both = focused(run, again, [ref.slot, a.slot])
+    assert isinstance(both, Focused) and both.rounds == run.rounds
+    assert both.ratio(a.slot, ref.slot).ci_high < 1.0 and both.ratio(a.slot, ref.slot).rounds == 60
+    assert both.ratio(b.slot, ref.slot) == run.ratio(b.slot, ref.slot)  # not in the focused run
+    assert pick_best([a, b, c], 0.0, ref, both) is a
+    assert both.to_dict()["focused"]["rounds"] == 60 and both.to_dict()["focused_slots"] == [0, 1]
+    # a focused run that still cannot tell them apart decides nothing
+    still = InterleavedResult(
+        results=again.results,
+        ratios=[],
+        rounds=60,
+        block_seconds=0.1,
+        block_medians=[[2.0] * 60, [1.4] * 31 + [2.6] * 29],
+    )
+    assert pick_best([a, b, c], 0.0, ref, focused(run, still, [ref.slot, a.slot])) is b
+    a.trained = False  # never trained: never the pick, so not worth measuring again
+    assert undecided([a, b, c], ref, run, 3) == []
+
+
+def test_the_final_phase_measures_undecided_candidates_again_when_the_budget_is_m0(caplog):
+    """``search.final.focus_undecided``: M and the undecided A in a run of their own, only
+    with a reference budget, and only when --time-limit leaves the time for it."""
+    from types import SimpleNamespace
+
+    from search.final import focus_undecided
+    from search.measure import Remeasured
+    from search.selection import Focused
+    from search.targets import Target
+    from search.timeplan import TimePlan
+
+    run, ref, a, b, c = _focus_case()
+    asked: list[list[str]] = []
+
+    class Measurer:
+        def remeasure(self, cands, target, max_rounds=40):
+            asked.append([x.config.name for x in cands])
+            assert target.build_level is None and max_rounds > 40
+            return Remeasured(cands, run)
+
+    ctx = SimpleNamespace(budget_reference="M", target=Target("ort-cpu", threads=1))
+    ref = dataclasses.replace(ref, reference="M")
+    clock = {"now": 0.0}
+    plan = TimePlan(limit=None, started=0.0, clock=lambda: clock["now"])
+    done = focus_undecided(Measurer(), plan, ctx, [ref], [a, b, c], run)
+    assert asked == [["M", "A"]] and isinstance(done, Focused) and done.focused_slots == (0, 1)
+    in_ms = SimpleNamespace(budget_reference=None, target=ctx.target)
+    assert focus_undecided(Measurer(), plan, in_ms, [ref], [a, b, c], run) is run
+    short = TimePlan(limit=100.0, started=0.0, clock=lambda: 90.0)  # 10 s left
+    assert focus_undecided(Measurer(), short, ctx, [ref], [a, b, c], run) is run
+    assert len(asked) == 1 and "no time for a focused run" in caplog.text
+    # the time limit plans for it: a reference budget's final phase is longer
+    plain = TimePlan(limit=1000.0, started=0.0, clock=lambda: 0.0)
+    focus = TimePlan(limit=1000.0, started=0.0, clock=lambda: 0.0, focus=True)
+    assert focus.final_seconds(10) > plain.final_seconds(10)
+
+
+def test_the_report_says_what_the_focused_run_found():
+    from types import SimpleNamespace
+
+    from search.report import focus_words
+    from search.selection import focused
+
+    run, ref, a, *_ = _focus_case()
+    assert focus_words(SimpleNamespace(interleaved=run)) is None
+    again = InterleavedResult(
+        results=run.results[:2],
+        ratios=[],
+        rounds=60,
+        block_seconds=0.1,
+        block_medians=[[2.0] * 60, [1.4] * 60],
+    )
+    line = focus_words(SimpleNamespace(interleaved=focused(run, again, [0, 1])))
+    assert line.startswith("the final run (12 rounds) could not tell 1 candidate(s) from M")
+    assert "(60 rounds): A 0.70 [0.70, 0.70]" in line
