@@ -364,7 +364,9 @@ def fastest_words(outcome: SearchOutcome) -> str:
     lat = f.remeasured or f.latency
     words = f"{f.config.name} at {lat.median_ms:.3f} ms"
     if f.vs_first is not None and f.reference != "efficientvit_m0":
-        words += f", {_ratio_words(f.vs_first).replace(' ', 'x M0 ', 1)}"
+        run = outcome.interleaved  # vs_first is the ratio to slot 0 (M0); a focused run's if any
+        r = run.ratio(f.slot, 0) if run is not None and f.slot is not None else f.vs_first
+        words += f", {_ratio_words(r).replace(' ', 'x M0 ', 1)}"
     return words
 
 

@@ -229,6 +229,14 @@ def test_the_report_says_what_the_focused_run_found():
         block_seconds=0.1,
         block_medians=[[2.0] * 60, [1.4] * 60],
     )
-    line = focus_words(SimpleNamespace(interleaved=focused(run, again, [0, 1])))
+    both = focused(run, again, [0, 1])
+    line = focus_words(SimpleNamespace(interleaved=both))
     assert line.startswith("the final run (12 rounds) could not tell 1 candidate(s) from M")
     assert "(60 rounds): A 0.70 [0.70, 0.70]" in line
+    # with nothing within the budget, the fastest is named by the focused run's ratio too
+    from search.report import fastest_words
+
+    a = dataclasses.replace(a, remeasured=a.latency, vs_first=run.ratio(a.slot, 0))
+    assert a.vs_first.ci_high > 1.0
+    words = fastest_words(SimpleNamespace(fastest=a, interleaved=both))
+    assert words.endswith(", 0.70x M0 [0.70, 0.70]"), words
