@@ -2,10 +2,11 @@
 
 After the trials, :func:`finish` collects the measured candidates and M0-M5, re-measures the
 ones worth it with the references in one interleaved run (again while the machine runs at
-another speed than during the trials: :func:`remeasure_steady`), trains the contenders again
-(``--confirm``), picks by one rule (``search.selection``), compares precisions, and returns the
-:class:`~search.options.SearchOutcome`. Each step returns new candidates; nothing is changed in
-place.
+another speed than during the trials: :func:`remeasure_steady`), measures the candidates that
+run cannot place against a reference budget again beside it (:func:`focus_undecided`), trains
+the contenders again (``--confirm``), picks by one rule (``search.selection``), compares
+precisions, and returns the :class:`~search.options.SearchOutcome`. Each step returns new
+candidates; nothing is changed in place.
 """
 
 from __future__ import annotations
