@@ -39,7 +39,6 @@ from search.selection import (
     undecided,
 )
 from search.space import reference_configs
-from search.targets import interleave_seconds
 from search.timeplan import TimePlan
 from search.trainer import Confirmation, Scorer
 
@@ -258,7 +257,7 @@ def focus_undecided(
     if not todo:
         return run
     left = plan.time_left()
-    need = focus_seconds(len(todo) + 1, plan) + plan.after_remeasure_seconds()
+    need = plan.remeasure_seconds(len(todo) + 1) + plan.after_remeasure_seconds()
     if left is not None and left < need:
         log.warning(
             "final re-measurement: %d candidate(s) could not be told from %s; no time for a "
@@ -281,11 +280,6 @@ def focus_undecided(
     if again.run is None:
         return run
     return focused(run, again.run, [ref.slot, *[c.slot for c in todo]])
-
-
-def focus_seconds(models: int, plan: TimePlan) -> float:
-    """The focused run's time: its measurement cap and each model's export."""
-    return interleave_seconds(models) + models * plan.prepare_seconds()
 
 
 @dataclass(frozen=True)

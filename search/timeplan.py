@@ -156,12 +156,15 @@ class TimePlan:
             seconds += interleave_seconds(models) + models * self.prepare_seconds()
         return seconds
 
+    def remeasure_seconds(self, models: int) -> float:
+        """One interleaved run of ``models`` models: its time cap and each model's export."""
+        return interleave_seconds(models) + models * self.prepare_seconds()
+
     def final_seconds(self, models: int) -> float:
         """The final phase's expected length when ``models`` models are re-measured."""
-        remeasure = interleave_seconds(models) + models * self.prepare_seconds()
+        remeasure = self.remeasure_seconds(models)
         if self.focus:
-            focused = FOCUS_CANDIDATES + 1
-            remeasure += interleave_seconds(focused) + focused * self.prepare_seconds()
+            remeasure += self.remeasure_seconds(FOCUS_CANDIDATES + 1)
         return remeasure + self.after_remeasure_seconds()
 
     def stop_for(self, remeasure_count: Callable[[], int]) -> Stop | None:
