@@ -242,26 +242,37 @@ def train_candidate(
     """
     import time
 
-    from evit.train.loop import TrainOptions, train
+    from evit.train.loop import train
 
     start = time.perf_counter()
-    result = train(
-        TrainOptions(
-            model=config,
-            data=budget.data,
-            out=out,
-            recipe=budget.recipe(config),
-            init=budget.init,
-            threads=budget.threads,
-            device=budget.device,
-            progress=False,
-            curves=False,
-            keep_decoded=True,  # every trial trains on the same files
-        ),
-        on_epoch,
-    )
+    result = train(_train_options(config, budget, out), on_epoch)
     return TrainOutcome(
         result.best_top1, result.history, result.checkpoint, time.perf_counter() - start
+    )
+
+
+def estimate_training(config: ModelConfig, budget: TrainBudget) -> float:
+    """Seconds :func:`train_candidate` would take for ``config`` here, from a few timed steps
+    (``evit.train.loop.estimate_seconds``)."""
+    from evit.train.loop import estimate_seconds
+
+    return estimate_seconds(_train_options(config, budget, "unused"))
+
+
+def _train_options(config: ModelConfig, budget: TrainBudget, out: str | os.PathLike) -> Any:
+    from evit.train.loop import TrainOptions
+
+    return TrainOptions(
+        model=config,
+        data=budget.data,
+        out=out,
+        recipe=budget.recipe(config),
+        init=budget.init,
+        threads=budget.threads,
+        device=budget.device,
+        progress=False,
+        curves=False,
+        keep_decoded=True,  # every trial trains on the same files
     )
 
 

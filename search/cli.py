@@ -285,8 +285,8 @@ def _weight_sharing_args(acc: argparse._ArgumentGroup) -> None:
         type=int,
         default=SearchOptions.supernet_epochs,
         help=f"epochs of the supernet's training (default {SearchOptions.supernet_epochs}; "
-        "fewer, or one epoch of fewer steps, when they would not fit half of the time "
-        "--time-limit leaves)",
+        "fewer, or one epoch of fewer steps, when they would not fit half of what "
+        "--time-limit leaves after M0's fine-tunings and the final phase)",
     )
 
 

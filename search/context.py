@@ -26,7 +26,7 @@ import optuna
 from optuna.trial import TrialState
 
 from search import keys
-from search.accuracy import TrainBudget, check_init, train_candidate
+from search.accuracy import TrainBudget, check_init, estimate_training, train_candidate
 from search.autotarget import choose_cpu_target
 from search.objectives import ACCURACY, Objective, get_objective
 from search.options import SearchOptions
@@ -43,12 +43,15 @@ class Seams:
         clock: seconds, for ``--time-limit``.
         sleep: waits between drifted re-measurements.
         train: trains one candidate (``search.accuracy.train_candidate``'s signature).
+        estimate_training: the seconds such a training would take, before any has run
+            (``search.accuracy.estimate_training``).
         target: the target class (``search.targets.Target`` or a subclass).
     """
 
     clock: Callable[[], float] = time.perf_counter
     sleep: Callable[[float], None] = time.sleep
     train: Callable[..., Any] = train_candidate
+    estimate_training: Callable[..., float] = estimate_training
     target: type[Target] = Target
 
 

@@ -2,7 +2,8 @@
 
 Before the trials, one weight-sharing supernet of the search space is trained on ``--data``
 (``evit.supernet``: the sandwich rule with in-place distillation, ``evit train``'s recipe), for
-``--supernet-epochs`` or until it has used half of the time ``--time-limit`` leaves. A trial
+``--supernet-epochs`` or for its share of ``--time-limit`` (half of what is left once M0's
+fine-tunings and the final phase are set aside: ``TimePlan.supernet_seconds``). A trial
 then scores its candidate in seconds: the sub-network's weights are sliced out, its BatchNorm
 statistics re-estimated on a fixed set of training batches, and validation top-1 measured on the
 whole validation set (:class:`InheritedScorer`). Every candidate is scored by the same training,
@@ -38,7 +39,6 @@ log = logging.getLogger(__name__)
 
 SUPERNET = "supernet"  # the run folder's supernet training: supernet.pth, metrics.jsonl
 NOT_CONTAINED = "not in the supernet"
-SUPERNET_SHARE = 0.5  # of the time --time-limit leaves when the supernet's training starts
 
 
 class _OutOfTime(Exception):
@@ -66,9 +66,10 @@ def train_supernet_for(
     space_path: str | Path | None,
     out: Path,
     epochs: int,
-    time_left: Callable[[], float | None],
+    share_for: Callable[[], float | None],
 ) -> SupernetReport:
-    """Train (or resume, or reuse) the run's supernet at the candidates' training sizes."""
+    """Train (or resume, or reuse) the run's supernet at the candidates' training sizes, for
+    at most the seconds ``share_for()`` gives (None: ``epochs`` whatever they take)."""
     from evit.supernet.checkpoint import load_supernet
     from evit.supernet.loop import SupernetOptions, train_supernet
     from evit.supernet.plan import Plan
@@ -101,8 +102,7 @@ def train_supernet_for(
             progress=False,
         )
 
-    left = time_left()
-    share = None if left is None else SUPERNET_SHARE * left
+    share = share_for()
     began = time.perf_counter()
     plan = Plan(epochs, None)
     if share is not None and not resume:

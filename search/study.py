@@ -23,6 +23,7 @@ Example:
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -45,6 +46,8 @@ if TYPE_CHECKING:
 from search.timeplan import TimePlan
 from search.trainer import Scorer, Trainer
 from search.trial import TrialRunner
+
+log = logging.getLogger(__name__)
 
 # progress_factory(ctx, plan, study) -> a trial callback with .close()
 ProgressFactory = Callable[[RunContext, TimePlan, optuna.Study], Any]
@@ -152,14 +155,28 @@ def _scorer(
         return Trainer(ctx.train, ctx.out, ctx.target, seams.train), None
     from search.inherited import InheritedScorer, train_supernet_for
 
-    report = train_supernet_for(
-        ctx.train, ctx.opts.space, ctx.out, ctx.opts.supernet_epochs, plan.time_left
-    )
-    scorer = InheritedScorer(ctx.train, ctx.out, report, seams.train)
     m0 = reference_configs()["efficientvit_m0"].replace(num_classes=ctx.space.num_classes)
     params = ctx.space.params_of(m0)
+    m0 = ctx.space.config_from_params(params) if params is not None else m0
+
+    def share() -> float | None:  # after M0's fine-tunings and the final phase, at M0's cost
+        if plan.limit is None:
+            return None
+        training = seams.estimate_training(m0, ctx.train)
+        share = plan.supernet_seconds(training)
+        log.warning(
+            "--weight-sharing: a fine-tuning takes about %.0f s here (M0, timed steps); the "
+            "supernet may train %.0f s of the %.0f s left",
+            training,
+            share,
+            plan.time_left(),
+        )
+        return share
+
+    report = train_supernet_for(ctx.train, ctx.opts.space, ctx.out, ctx.opts.supernet_epochs, share)
+    scorer = InheritedScorer(ctx.train, ctx.out, report, seams.train)
     if params is not None:  # the final phase's time estimate needs a training time
-        for seconds in scorer.fine_tune_early(ctx.space.config_from_params(params)):
+        for seconds in scorer.fine_tune_early(m0):
             plan.trained(seconds)
     return scorer, report
 

@@ -18,6 +18,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -70,6 +71,11 @@ class TrialTimes:
 OUTPUT_SECONDS = 20.0  # the final phase's fixed part: best.onnx (exported, verified), report
 PREPARE_SECONDS = 2.0  # one model's export for a measurement, before a trial has timed one
 PREPARE_KEYS = ("build_s", "export_s", "quantize_s", "engine_s")
+# --weight-sharing: the supernet trains for this share of the time its reserves leave (the rest
+# is the trials'), at least MIN_SUPERNET_SECONDS; M0 is fine-tuned with two seeds after it
+SUPERNET_SHARE = 0.5
+MIN_SUPERNET_SECONDS = 60.0
+EARLY_FINE_TUNINGS = 2
 
 
 @dataclass(frozen=True)
@@ -142,15 +148,17 @@ class TimePlan:
         run's mean, or :data:`PREPARE_SECONDS` before the first."""
         return float(np.mean(self.prepares)) if self.prepares else PREPARE_SECONDS
 
-    def after_remeasure_seconds(self) -> float:
-        """The final phase after the re-measurement: its trainings (``final_trainings``, at the
-        upper quartile of the training times), the fp32 comparison of a non-fp32 search, and
-        the outputs."""
+    def after_remeasure_seconds(self, training: float | None = None) -> float:
+        """The final phase after the re-measurement: its trainings (``final_trainings``, each
+        ``training`` seconds, by default the upper quartile of the training times), the fp32
+        comparison of a non-fp32 search, and the outputs."""
         seconds = OUTPUT_SECONDS
         times = self.trainings or self.times.earlier_trainings
-        if self.trains and self.final_trainings and times:
+        if training is None and times:
             # the contenders are the larger models: the upper quartile of training times
-            seconds += self.final_trainings * float(np.percentile(times, UPPER_QUARTILE))
+            training = float(np.percentile(times, UPPER_QUARTILE))
+        if self.trains and self.final_trainings and training is not None:
+            seconds += self.final_trainings * training
         if not self.fp32:  # the pick and M0-M5, twice each
             models = 2 * (self.references + 1)
             seconds += interleave_seconds(models) + models * self.prepare_seconds()
@@ -160,12 +168,51 @@ class TimePlan:
         """One interleaved run of ``models`` models: its time cap and each model's export."""
         return interleave_seconds(models) + models * self.prepare_seconds()
 
-    def final_seconds(self, models: int) -> float:
-        """The final phase's expected length when ``models`` models are re-measured."""
+    def final_seconds(self, models: int, training: float | None = None) -> float:
+        """The final phase's expected length when ``models`` models are re-measured (and each
+        of its trainings takes ``training`` seconds; see :meth:`after_remeasure_seconds`)."""
         remeasure = self.remeasure_seconds(models)
         if self.focus:
             remeasure += self.remeasure_seconds(FOCUS_CANDIDATES + 1)
-        return remeasure + self.after_remeasure_seconds()
+        return remeasure + self.after_remeasure_seconds(training)
+
+    def most_remeasured(self, family: bool = True) -> int:
+        """The most models the final run re-measures (``choose_remeasure``): every reference,
+        the candidates the budget and ``--confirm`` add and, in family mode, 3 candidates under
+        each reference's latency."""
+        under_references = 3 * self.references if family else 0
+        return self.references + under_references + 2 * self.remeasure + self.confirm
+
+    def supernet_seconds(self, training: float) -> float | None:
+        """``--weight-sharing``: the supernet's share of the time left (None without a limit).
+
+        M0's fine-tunings (both seeds, right after the supernet) and the final phase come
+        first, each training ``training`` seconds (estimated by timing a few steps, since
+        nothing has trained yet); the supernet gets :data:`SUPERNET_SHARE` of what remains and
+        the trials the rest.
+
+        Raises:
+            ValueError: what remains leaves the supernet less than
+                :data:`MIN_SUPERNET_SECONDS`; the message gives the limit that would.
+        """
+        left = self.time_left()
+        if left is None or self.limit is None:
+            return None
+        # not family mode's most: should it need more, the trials stop earlier (stop_for)
+        reserve = EARLY_FINE_TUNINGS * training + self.final_seconds(
+            self.most_remeasured(family=False), training
+        )
+        share = SUPERNET_SHARE * (left - reserve)
+        if share < MIN_SUPERNET_SECONDS:
+            needed = self.limit - left + reserve + MIN_SUPERNET_SECONDS / SUPERNET_SHARE
+            raise ValueError(
+                f"--time-limit {self.limit:.0f} is too short for --weight-sharing here: M0's "
+                f"fine-tunings and the final phase need about {reserve:.0f} s (a fine-tuning "
+                f"takes about {training:.0f} s), which leaves the supernet "
+                f"{max(share, 0.0):.0f} s; give --time-limit {math.ceil(needed / 60) * 60} "
+                "or more"
+            )
+        return share
 
     def stop_for(self, remeasure_count: Callable[[], int]) -> Stop | None:
         """None while the time left covers one more trial and then the final phase; else why
@@ -173,11 +220,8 @@ class TimePlan:
         left = self.time_left()
         if left is None or self.limit is None:
             return None
-        # at most this many models are re-measured: every reference, each with 3 candidates
-        # under its latency, and the candidates the budget and --confirm add (choose_remeasure)
-        upper = self.references * 4 + 2 * self.remeasure + self.confirm
         trial = self.times.next_trial(trains=self.trains)
-        if left >= trial + self.final_seconds(upper):
+        if left >= trial + self.final_seconds(self.most_remeasured()):
             return None
         reserve = self.final_seconds(remeasure_count())  # exact count, when close
         if left >= trial + reserve:

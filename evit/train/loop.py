@@ -144,6 +144,42 @@ def train(options: TrainOptions, on_epoch_end: EpochCallback | None = None) -> T
         teardown(info)
 
 
+def estimate_seconds(options: TrainOptions, steps: int = 3) -> float:
+    """What the training ``options`` describe would take here: ``steps`` optimizer steps
+    timed (after one untimed) and one evaluation, scaled to the run's epochs and steps, plus
+    the set-up; run in a temporary folder (``options.out`` is not touched, nothing inherited).
+
+    For a time limit that must plan trainings before any has run (``search --weight-sharing``
+    reserves its final phase's fine-tunings before the supernet trains)."""
+    if steps < 1:
+        raise ValueError(f"steps {steps} must be >= 1")
+    import dataclasses
+    import tempfile
+
+    began = time.perf_counter()
+    info = setup(options.device)
+    try:
+        with tempfile.TemporaryDirectory(prefix="evit-train-timing-") as tmp:
+            probe = dataclasses.replace(
+                options, out=tmp, init=None, resume=False, progress=False, curves=False
+            )
+            run = _Run(probe, info)
+            set_up = time.perf_counter() - began
+            run.net.train()
+            took = []
+            for _, batch in zip(range(steps + 1), run.train_loader, strict=False):
+                start = time.perf_counter()
+                run._step(batch.images, batch.targets)
+                took.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            evaluate(run.model, run.val_loader, run.data.classes, info)
+            validate = (time.perf_counter() - start) * (2 if run.ema is not None else 1)
+    finally:
+        teardown(info)
+    step = float(np.median(took[1:] or took))
+    return set_up + run.recipe.epochs * (run.steps_per_epoch * step + validate)
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)

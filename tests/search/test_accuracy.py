@@ -120,7 +120,7 @@ def on_a_fake_clock(training, fake_target, monkeypatch, train_s=20.0, measure_s=
             timings["measure_s"] = measure_s
         return measure(self, config, timings)
 
-    wire(clock=ticking, train=timed)
+    wire(clock=ticking, train=timed, estimate_training=lambda config, budget: train_s)
     monkeypatch.setattr(fake_target, "measure", measured)
     return clock
 

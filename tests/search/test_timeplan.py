@@ -5,7 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from search.timeplan import MEASURED, STOPPED, TRAINED, TrialTimes
+from search.timeplan import (
+    EARLY_FINE_TUNINGS,
+    MEASURED,
+    MIN_SUPERNET_SECONDS,
+    STOPPED,
+    SUPERNET_SHARE,
+    TRAINED,
+    TimePlan,
+    TrialTimes,
+)
 
 
 def test_the_next_trial_is_the_upper_quartile_of_full_trainings_not_the_mean_of_all():
@@ -35,3 +44,44 @@ def test_before_a_full_training_the_estimate_uses_what_is_known():
     assert resumed.next_trial() == pytest.approx(2.0 + 52.5)  # the study's earlier trainings
     with pytest.raises(ValueError, match="trial kind 'pruned': choose one of measured"):
         times.record(1.0, "pruned")
+
+
+def _weight_sharing_plan(limit, now=10.0):
+    """A --weight-sharing search's plan: 6 final fine-tunings, M0-M5, the focused run."""
+    return TimePlan(
+        limit=limit,
+        started=0.0,
+        clock=lambda: now,
+        trains=True,
+        confirm=2,
+        final_trainings=6,
+        focus=True,
+    )
+
+
+def test_the_supernet_gets_half_of_what_the_fine_tunings_and_the_final_phase_leave():
+    """Run D of docs §18: half of the time left went to the supernet and the final phase's
+    fine-tunings then left no trial any time. The reserve comes first now."""
+    plan = _weight_sharing_plan(840.0)
+    training = 60.0
+    remeasured = plan.most_remeasured(family=False)
+    assert remeasured == 6 + 2 * 6 + 2  # M0-M5, twice --remeasure, --confirm
+    reserve = EARLY_FINE_TUNINGS * training + plan.final_seconds(remeasured, training)
+    assert reserve > 6 * training + 2 * training  # every fine-tuning is set aside
+    share = plan.supernet_seconds(training)
+    assert share == pytest.approx(SUPERNET_SHARE * (830.0 - reserve))
+    # the supernet, then the reserve, still leave the trials as much as the supernet got
+    assert 830.0 - share - reserve == pytest.approx(share)
+    assert _weight_sharing_plan(None).supernet_seconds(training) is None  # no limit
+
+
+def test_a_limit_too_short_for_the_supernet_is_an_error_that_names_one_that_fits():
+    with pytest.raises(ValueError) as e:
+        _weight_sharing_plan(600.0).supernet_seconds(60.0)
+    message = str(e.value)
+    assert "\n" not in message
+    assert message.startswith("--time-limit 600 is too short for --weight-sharing here")
+    suggested = float(message.split("give --time-limit ")[1].split()[0])
+    assert suggested % 60 == 0 and suggested > 600
+    # the suggested limit leaves the supernet at least its minimum
+    assert _weight_sharing_plan(suggested).supernet_seconds(60.0) >= MIN_SUPERNET_SECONDS

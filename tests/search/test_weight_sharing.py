@@ -158,11 +158,15 @@ def test_m0_is_fine_tuned_before_the_trials_so_the_time_limit_counts_the_fine_tu
     from search.study import final_trainings
 
     tuning = RecordingTraining()
-    clock = on_a_fake_clock(tuning, fake_target, monkeypatch)
+    clock = on_a_fake_clock(tuning, fake_target, monkeypatch, measure_s=10.0)
     space = load_space(tiny_space)
     stand_in = space.smallest().replace(name="efficientvit_m0")  # the tiny space holds no M0
     monkeypatch.setattr(search.study, "reference_configs", lambda: {"efficientvit_m0": stand_in})
-    opts = _opts(tmp_path, tiny_space, shapes, trials=500, time_limit=300.0)
+    short = _opts(tmp_path / "short", tiny_space, shapes, trials=500, time_limit=300.0)
+    with pytest.raises(ValueError, match=r"^--time-limit 300 is too short for --weight-sharing"):
+        run_fake(short)  # (the CLI's exit 2: tests/search/test_cli.py's ValueError test)
+    assert not (tmp_path / "short" / "run" / "supernet").exists()  # nothing trained
+    opts = _opts(tmp_path, tiny_space, shapes, trials=500, time_limit=600.0)
     outcome = run_fake(opts)
     arch = stand_in.replace(num_classes=2).architecture_hash()
     assert [(a, seed) for a, seed, _ in tuning.inits[:2]] == [(arch, 0), (arch, 1)]
@@ -170,4 +174,5 @@ def test_m0_is_fine_tuned_before_the_trials_so_the_time_limit_counts_the_fine_tu
     # two seeds of --confirm's 2 contenders and M0's rival, at the 20 s each M0's took
     assert final_trainings(SimpleNamespace(train=opts.train, opts=opts)) == 6
     assert stop["final_estimate_s"] >= 6 * 20.0
-    assert clock[0] <= 300.0 and outcome.stats["confirmed"] >= 2
+    assert clock[0] <= 600.0 and outcome.stats["confirmed"] >= 2
+    assert outcome.stats["inherited"] >= 10  # the trials had time too (docs §18, run D: none)

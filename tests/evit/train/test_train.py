@@ -263,3 +263,37 @@ def test_kept_decoded_images_serve_the_next_run_with_the_same_result(
     monkeypatch.setattr(loop_module, "DECODED", fresh)
     run("workers", keep_decoded=True, workers=1)
     assert len(fresh) == 0
+
+
+def test_a_training_is_estimated_from_its_timed_steps_without_touching_its_folder(
+    shapes, tmp_path, monkeypatch
+):
+    """``estimate_seconds`` scales the timed steps and evaluation to the run's epochs and
+    steps. On a clock that advances 1 s at every reading, the set-up, each step and the
+    evaluation read 1 s: 4 x 32 training images at batch 16 (8 steps a pass), 3 epochs, the
+    model's and the EMA's evaluation."""
+    import types
+
+    import evit.train.loop as loop
+
+    now = [0.0]
+
+    def ticking():
+        now[0] += 1.0
+        return now[0]
+
+    monkeypatch.setattr(loop, "time", types.SimpleNamespace(perf_counter=ticking))
+    out = tmp_path / "run"
+    options = TrainOptions(
+        model=tiny_config(num_classes=4),
+        data=shapes,
+        out=out,
+        recipe=FAST.replace(epochs=3, batch_size=16),
+        init=tmp_path / "not-read.pth",  # nothing is inherited: only the time matters
+        threads=1,
+        progress=False,
+    )
+    assert loop.estimate_seconds(options) == 1.0 + 3 * (8 * 1.0 + 2 * 1.0)
+    assert not out.exists()
+    with pytest.raises(ValueError, match="steps 0 must be >= 1"):
+        loop.estimate_seconds(options, steps=0)
