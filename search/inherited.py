@@ -94,7 +94,9 @@ def train_supernet_for(
             space=space,
             data=budget.data,
             out=folder,
-            recipe=recipe.replace(seed=budget.seed, aug="mild"),
+            # the trials score the supernet's own weights: an EMA would double the epoch's
+            # evaluation (the largest config's dominates a short run's time) for nothing
+            recipe=recipe.replace(seed=budget.seed, aug="mild", ema_decay=0.0),
             resume=resume,
             steps_per_epoch=plan.steps_per_epoch,
             threads=budget.threads,

@@ -141,6 +141,11 @@ def test_a_time_share_shorter_than_one_pass_trains_the_steps_that_fit(
     assert (short.epochs, short.steps, short.planned_epochs) == (1, 1, 2)
     # the report says it
     assert short.as_dict()["steps"] == 1
+    # the trials score the supernet's own weights: no EMA to train and evaluate
+    from evit.supernet.checkpoint import load_supernet
+
+    with pytest.raises(ValueError, match="holds no EMA"):
+        load_supernet(short.checkpoint, ema=True)
 
 
 def test_m0_is_fine_tuned_before_the_trials_so_the_time_limit_counts_the_fine_tunings(
