@@ -166,11 +166,12 @@ def estimate_seconds(options: TrainOptions, steps: int = 3) -> float:
             run = _Run(probe, info)
             set_up = time.perf_counter() - began
             run.net.train()
-            took = []
+            took, last = [], time.perf_counter()
             for _, batch in zip(range(steps + 1), run.train_loader, strict=False):
-                start = time.perf_counter()
-                run._step(batch.images, batch.targets)
-                took.append(time.perf_counter() - start)
+                run._step(batch.images, batch.targets)  # the batch's loading counted too
+                now = time.perf_counter()
+                took.append(now - last)
+                last = now
             start = time.perf_counter()
             evaluate(run.model, run.val_loader, run.data.classes, info)
             validate = (time.perf_counter() - start) * (2 if run.ema is not None else 1)
