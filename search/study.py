@@ -163,15 +163,15 @@ def _scorer(
         if plan.limit is None:
             return None
         training = seams.estimate_training(m0, ctx.train)
-        share = plan.supernet_seconds(training)
+        seconds = plan.supernet_seconds(training)
         log.warning(
             "--weight-sharing: a fine-tuning takes about %.0f s here (M0, timed steps); the "
             "supernet may train %.0f s of the %.0f s left",
             training,
-            share,
+            seconds,
             plan.time_left(),
         )
-        return share
+        return seconds
 
     report = train_supernet_for(ctx.train, ctx.opts.space, ctx.out, ctx.opts.supernet_epochs, share)
     scorer = InheritedScorer(ctx.train, ctx.out, report, seams.train)
