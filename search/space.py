@@ -16,27 +16,25 @@ from __future__ import annotations
 
 import itertools
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 import evit
-from evit.config import PATCH_SIZE, ModelConfig, StageConfig
+from evit.config import ModelConfig, StageConfig
+from evit.supernet.space import (  # the space YAML's format, shared with the supernet
+    STAGE_FIELDS,
+    ShapeRules,
+    StageChoices,
+    parse_rules,
+    parse_sizes,
+    parse_stage,
+)
 
 DEFAULT_SPACE = Path(__file__).parent / "default_space.yaml"
 ACCURACY_SPACE = Path(__file__).parent / "accuracy_space.yaml"  # --objective accuracy
-STAGE_FIELDS = (
-    "num_heads",
-    "head_dim",
-    "depth",
-    "key_dim",
-    "ffn_ratio",
-    "window_size",
-    "kernel_sizes",
-    "value_ratio",
-)
 
 
 def kernels_key(kernels: tuple[int, ...]) -> str:
@@ -45,54 +43,11 @@ def kernels_key(kernels: tuple[int, ...]) -> str:
 
 
 @dataclass(frozen=True)
-class StageSpace:
-    num_heads: tuple[int, ...]
-    head_dim: tuple[int, ...]
-    depth: tuple[int, ...]
-    key_dim: tuple[int, ...]
-    ffn_ratio: tuple[float, ...]
-    window_size: tuple[int, ...]
-    kernel_sizes: tuple[tuple[int, ...], ...]
-    value_ratio: tuple[float, ...]
-
-
-@dataclass(frozen=True)
-class ShapeRules:
-    """Rules on a whole config that per-stage choices cannot express; a sampled config that
-    breaks one is rejected before anything is measured.
-
-    Attributes:
-        non_decreasing_widths: each stage at least as wide as the one before (as M0-M5).
-        min_first_width: the first stage at least this wide (0: no minimum).
-        max_width_ratio: each stage at most this many times as wide as the one before (0: no
-            limit; M0-M5 stay within 2).
-    """
-
-    non_decreasing_widths: bool = False
-    min_first_width: int = 0
-    max_width_ratio: float = 0.0
-
-    def violation(self, config: ModelConfig) -> str | None:
-        """Which rule ``config`` breaks, in words, or None."""
-        widths = [s.embed_dim for s in config.stages]
-        if widths[0] < self.min_first_width:
-            return f"first-stage width {widths[0]} < {self.min_first_width}"
-        shown = "/".join(map(str, widths))
-        if self.non_decreasing_widths and any(b < a for a, b in itertools.pairwise(widths)):
-            return f"widths {shown} decrease"
-        if self.max_width_ratio and any(
-            b > self.max_width_ratio * a for a, b in itertools.pairwise(widths)
-        ):
-            return f"widths {shown} grow more than {self.max_width_ratio:g}x per stage"
-        return None
-
-
-@dataclass(frozen=True)
 class SearchSpace:
-    stages: tuple[StageSpace, ...]
+    stages: tuple[StageChoices, ...]
     img_size: tuple[int, ...] = (224,)
     num_classes: int = 1000
-    rules: ShapeRules = ShapeRules()
+    rules: ShapeRules = field(default_factory=ShapeRules)
 
     def validate(self, source: str = "space") -> SearchSpace:
         """Check that every combination of choices builds; ``ValueError`` names the field."""
@@ -281,21 +236,6 @@ class SearchSpace:
         return self.sample(_Fixed())
 
 
-def _choices(value: Any, where: str, kind: type, unique: bool = True) -> tuple:
-    items = value if isinstance(value, list) else [value]
-    out = []
-    for item in items:
-        if kind is float and isinstance(item, (int, float)) and not isinstance(item, bool):
-            out.append(float(item))
-        elif kind is int and isinstance(item, int) and not isinstance(item, bool) and item > 0:
-            out.append(item)
-        else:
-            raise ValueError(f"{where}: choice {item!r} must be a positive {kind.__name__}")
-    if not out:
-        raise ValueError(f"{where}: needs at least one choice")
-    return tuple(dict.fromkeys(out)) if unique else tuple(out)
-
-
 def space_from_dict(data: Any, source: str = "space") -> SearchSpace:
     if not isinstance(data, dict):
         raise ValueError(f"{source}: expected a mapping with 'stages', got {type(data).__name__}")
@@ -307,80 +247,14 @@ def space_from_dict(data: Any, source: str = "space") -> SearchSpace:
         )
     if not isinstance(data.get("stages"), list) or not data["stages"]:
         raise ValueError(f"{source}: 'stages' must be a non-empty list of per-stage choices")
-    stages = []
-    for i, s in enumerate(data["stages"]):
-        where = f"{source}: stages[{i}]"
-        if not isinstance(s, dict):
-            raise ValueError(f"{where}: expected a mapping, got {s!r}")
-        unknown = sorted(set(s) - set(STAGE_FIELDS))
-        missing = sorted(set(STAGE_FIELDS) - set(s) - {"value_ratio"})
-        if unknown:
-            raise ValueError(
-                f"{where}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(STAGE_FIELDS)}"
-            )
-        if missing:
-            raise ValueError(f"{where}: missing key(s) {', '.join(missing)}")
-        kernels = s["kernel_sizes"]
-        if (
-            not isinstance(kernels, list)
-            or not kernels
-            or not all(isinstance(k, list) for k in kernels)
-        ):
-            raise ValueError(
-                f"{where}.kernel_sizes: expected a list of kernel lists, e.g. "
-                f"[[5, 5, 5, 5], [7, 5, 3, 3]], got {kernels!r}"
-            )
-        stages.append(
-            StageSpace(
-                num_heads=_choices(s["num_heads"], f"{where}.num_heads", int),
-                head_dim=_choices(s["head_dim"], f"{where}.head_dim", int),
-                depth=_choices(s["depth"], f"{where}.depth", int),
-                key_dim=_choices(s["key_dim"], f"{where}.key_dim", int),
-                ffn_ratio=_choices(s["ffn_ratio"], f"{where}.ffn_ratio", float),
-                window_size=_choices(s["window_size"], f"{where}.window_size", int),
-                kernel_sizes=tuple(
-                    dict.fromkeys(
-                        _choices(k, f"{where}.kernel_sizes", int, unique=False) for k in kernels
-                    )
-                ),
-                value_ratio=_choices(s.get("value_ratio", [1.0]), f"{where}.value_ratio", float),
-            )
-        )
-    img = _choices(data.get("img_size", [224]), f"{source}: img_size", int)
-    for size in img:
-        if size % PATCH_SIZE:
-            raise ValueError(f"{source}: img_size {size} must be a multiple of {PATCH_SIZE}")
+    stages = tuple(parse_stage(s, f"{source}: stages[{i}]") for i, s in enumerate(data["stages"]))
+    img = parse_sizes(data.get("img_size", [224]), source)
     num_classes = data.get("num_classes", 1000)
     if not isinstance(num_classes, int) or num_classes < 0:
         raise ValueError(f"{source}: num_classes={num_classes!r} must be an integer >= 0")
-    return SearchSpace(tuple(stages), img, num_classes, _rules(data.get("rules"), source)).validate(
+    return SearchSpace(stages, img, num_classes, parse_rules(data.get("rules"), source)).validate(
         source
     )
-
-
-def _rules(data: Any, source: str) -> ShapeRules:
-    if data is None:
-        return ShapeRules()
-    if not isinstance(data, dict):
-        raise ValueError(f"{source}: rules: expected a mapping, got {data!r}")
-    unknown = sorted(set(data) - {"non_decreasing_widths", "min_first_width", "max_width_ratio"})
-    if unknown:
-        raise ValueError(
-            f"{source}: rules: unknown key(s) {', '.join(unknown)}; allowed: "
-            "max_width_ratio, min_first_width, non_decreasing_widths"
-        )
-    flag = data.get("non_decreasing_widths", False)
-    minimum = data.get("min_first_width", 0)
-    if not isinstance(flag, bool):
-        raise ValueError(f"{source}: rules.non_decreasing_widths={flag!r} must be true or false")
-    if not isinstance(minimum, int) or isinstance(minimum, bool) or minimum < 0:
-        raise ValueError(f"{source}: rules.min_first_width={minimum!r} must be an integer >= 0")
-    ratio = data.get("max_width_ratio", 0.0)
-    if not isinstance(ratio, (int, float)) or isinstance(ratio, bool) or ratio < 0 or 0 < ratio < 1:
-        raise ValueError(
-            f"{source}: rules.max_width_ratio={ratio!r} must be >= 1 (or 0 for no limit)"
-        )
-    return ShapeRules(flag, minimum, float(ratio))
 
 
 def load_space(path: str | os.PathLike | None = None) -> SearchSpace:

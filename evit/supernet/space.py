@@ -1,8 +1,8 @@
 """A search space read on the ``evit`` side: the supernet's largest and smallest configs, and
 random configs of the space. Torch-free.
 
-``evit`` imports no sibling, so this reads the YAML of ``search/space.py`` itself, with the same
-meaning: per stage, the choices of ``num_heads`` and ``head_dim`` (the width is their product,
+``evit`` imports no sibling, so the YAML of a search space is parsed here (``parse_stage``,
+``parse_rules``, ``parse_sizes``, which ``search.space`` uses too), with one meaning: per stage, the choices of ``num_heads`` and ``head_dim`` (the width is their product,
 so it is divisible by the heads), ``depth``, ``key_dim``, ``ffn_ratio``, ``window_size``,
 ``kernel_sizes`` (a choice is one tuple; head i uses entry i) and ``value_ratio``; the input
 sizes ``img_size``; shape ``rules`` that a config of the space keeps (a sampled config that
@@ -78,13 +78,14 @@ class StageChoices:
 
 @dataclass(frozen=True)
 class ShapeRules:
-    """Rules on a whole config (as ``search.space.ShapeRules``).
+    """Rules on a whole config that per-stage choices cannot express; a sampled config that
+    breaks one is rejected (by ``search`` before anything is measured).
 
     Attributes:
-        non_decreasing_widths: each stage at least as wide as the one before.
+        non_decreasing_widths: each stage at least as wide as the one before (as M0-M5).
         min_first_width: the first stage at least this wide (0: no minimum).
         max_width_ratio: each stage at most this many times as wide as the one before (0: no
-            limit).
+            limit; M0-M5 stay within 2).
     """
 
     non_decreasing_widths: bool = False
@@ -190,7 +191,7 @@ class SupernetSpace:
 
     def with_img_size(self, img_size: tuple[int, ...]) -> SupernetSpace:
         """The same choices at other input sizes (windows clip to the stage resolutions)."""
-        return dataclasses.replace(self, img_size=_sizes(list(img_size), self.source))
+        return dataclasses.replace(self, img_size=parse_sizes(list(img_size), self.source))
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data in the YAML format ``read_space`` reads."""
@@ -270,14 +271,14 @@ def space_from_dict(data: Any, source: str = "space") -> SupernetSpace:
     _check_keys(data, ("img_size", "num_classes", "rules", "stages"), source)
     if not isinstance(data.get("stages"), list) or not data["stages"]:
         raise ValueError(f"{source}: 'stages' must be a non-empty list of per-stage choices")
-    stages = tuple(_stage(s, f"{source}: stages[{i}]") for i, s in enumerate(data["stages"]))
+    stages = tuple(parse_stage(s, f"{source}: stages[{i}]") for i, s in enumerate(data["stages"]))
     num_classes = data.get("num_classes", 1000)
     if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 0:
         raise ValueError(f"{source}: num_classes={num_classes!r} must be an integer >= 0")
     space = SupernetSpace(
         stages,
-        _sizes(data.get("img_size", [224]), source),
-        _rules(data.get("rules"), source),
+        parse_sizes(data.get("img_size", [224]), source),
+        parse_rules(data.get("rules"), source),
         source,
     )
     _check_buildable(space)
@@ -293,7 +294,10 @@ def _check_keys(data: dict, allowed: tuple[str, ...], where: str) -> None:
         )
 
 
-def _choices(value: Any, where: str, kind: type) -> tuple:
+def parse_choices(value: Any, where: str, kind: type) -> tuple:
+    """One field's choices (a value or a list) as a tuple of positive ``kind``s, first
+    occurrences kept; ``ValueError`` names ``where``. The space YAML's parsers, here and in
+    ``search.space``."""
     items = value if isinstance(value, list) else [value]
     out = []
     for item in items:
@@ -310,7 +314,8 @@ def _choices(value: Any, where: str, kind: type) -> tuple:
     return tuple(dict.fromkeys(out))
 
 
-def _stage(data: Any, where: str) -> StageChoices:
+def parse_stage(data: Any, where: str) -> StageChoices:
+    """One entry of the space YAML's ``stages``."""
     if not isinstance(data, dict):
         raise ValueError(f"{where}: expected a mapping, got {data!r}")
     _check_keys(data, STAGE_FIELDS, where)
@@ -329,31 +334,33 @@ def _stage(data: Any, where: str) -> StageChoices:
         )
     kernel_choices = []
     for k in kernels:
-        items = [_choices(size, f"{where}.kernel_sizes", int)[0] for size in k]
+        items = [parse_choices(size, f"{where}.kernel_sizes", int)[0] for size in k]
         if not items or any(size % 2 == 0 for size in items):
             raise ValueError(f"{where}.kernel_sizes: {k!r} must hold odd positive integers")
         kernel_choices.append(tuple(items))
     return StageChoices(
-        num_heads=_choices(data["num_heads"], f"{where}.num_heads", int),
-        head_dim=_choices(data["head_dim"], f"{where}.head_dim", int),
-        depth=_choices(data["depth"], f"{where}.depth", int),
-        key_dim=_choices(data["key_dim"], f"{where}.key_dim", int),
-        ffn_ratio=_choices(data["ffn_ratio"], f"{where}.ffn_ratio", float),
-        window_size=_choices(data["window_size"], f"{where}.window_size", int),
+        num_heads=parse_choices(data["num_heads"], f"{where}.num_heads", int),
+        head_dim=parse_choices(data["head_dim"], f"{where}.head_dim", int),
+        depth=parse_choices(data["depth"], f"{where}.depth", int),
+        key_dim=parse_choices(data["key_dim"], f"{where}.key_dim", int),
+        ffn_ratio=parse_choices(data["ffn_ratio"], f"{where}.ffn_ratio", float),
+        window_size=parse_choices(data["window_size"], f"{where}.window_size", int),
         kernel_sizes=tuple(dict.fromkeys(kernel_choices)),
-        value_ratio=_choices(data.get("value_ratio", [1.0]), f"{where}.value_ratio", float),
+        value_ratio=parse_choices(data.get("value_ratio", [1.0]), f"{where}.value_ratio", float),
     )
 
 
-def _sizes(value: Any, source: str) -> tuple[int, ...]:
-    sizes = _choices(value, f"{source}: img_size", int)
+def parse_sizes(value: Any, source: str) -> tuple[int, ...]:
+    """The space YAML's ``img_size`` choices (multiples of the patch size)."""
+    sizes = parse_choices(value, f"{source}: img_size", int)
     for size in sizes:
         if size % PATCH_SIZE:
             raise ValueError(f"{source}: img_size {size} must be a multiple of {PATCH_SIZE}")
     return sizes
 
 
-def _rules(data: Any, source: str) -> ShapeRules:
+def parse_rules(data: Any, source: str) -> ShapeRules:
+    """The space YAML's ``rules`` (None: no rules)."""
     if data is None:
         return ShapeRules()
     if not isinstance(data, dict):
