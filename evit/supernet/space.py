@@ -2,12 +2,13 @@
 random configs of the space. Torch-free.
 
 ``evit`` imports no sibling, so the YAML of a search space is parsed here (``parse_stage``,
-``parse_rules``, ``parse_sizes``, which ``search.space`` uses too), with one meaning: per stage, the choices of ``num_heads`` and ``head_dim`` (the width is their product,
-so it is divisible by the heads), ``depth``, ``key_dim``, ``ffn_ratio``, ``window_size``,
-``kernel_sizes`` (a choice is one tuple; head i uses entry i) and ``value_ratio``; the input
-sizes ``img_size``; shape ``rules`` that a config of the space keeps (a sampled config that
-breaks one is drawn again, as the search rejects it). ``num_classes`` is read and checked but
-not used: a supernet has as many classes as its data.
+``parse_rules``, ``parse_sizes``, which ``search.space`` uses too), with one meaning: per stage,
+the choices of ``num_heads`` and ``head_dim`` (the width is their product, so it is divisible by
+the heads), ``depth``, ``key_dim``, ``ffn_ratio``, ``window_size``, ``kernel_sizes`` (a choice
+is one tuple; head i uses entry i) and ``value_ratio``; the input sizes ``img_size``; shape
+``rules`` that a config of the space keeps (a sampled config that breaks one is drawn again, as
+the search rejects it). ``num_classes`` is read and checked but not used: a supernet has as many
+classes as its data.
 
 Deliberate differences from the search's reading, for training:
 
