@@ -13,7 +13,7 @@ from search.accuracy import TrainBudget
 from search.cli import main as search_main
 from search.options import SearchOptions
 from search.space import load_space
-from tests.search.conftest import run_fake, wire
+from tests.search.conftest import WIRING, run_fake, wire
 from tests.search.test_accuracy import (  # noqa: F401 (fixtures)
     EPOCHS,
     FakeTraining,
@@ -154,6 +154,7 @@ def test_m0_is_fine_tuned_before_the_trials_so_the_time_limit_counts_the_fine_tu
     shapes,  # noqa: F811
     fake_target,
     monkeypatch,
+    capsys,
 ):
     """The trials train nothing, so without a training time the final phase's fine-tunings
     (two seeds of the contenders and M0's rival) were estimated at 0 s and overran the limit."""
@@ -167,10 +168,16 @@ def test_m0_is_fine_tuned_before_the_trials_so_the_time_limit_counts_the_fine_tu
     space = load_space(tiny_space)
     stand_in = space.smallest().replace(name="efficientvit_m0")  # the tiny space holds no M0
     monkeypatch.setattr(search.study, "reference_configs", lambda: {"efficientvit_m0": stand_in})
-    short = _opts(tmp_path / "short", tiny_space, shapes, trials=500, time_limit=300.0)
-    with pytest.raises(ValueError, match=r"^--time-limit 300 is too short for --weight-sharing"):
-        run_fake(short)  # (the CLI's exit 2: tests/search/test_cli.py's ValueError test)
-    assert not (tmp_path / "short" / "run" / "supernet").exists()  # nothing trained
+    short = tmp_path / "short"
+    argv = ["--budget-ms", "3", "--target", "ort-cpu", "--space", str(tiny_space)]
+    argv += ["--objective", "accuracy", "--data", str(shapes), "--train-epochs", str(EPOCHS)]
+    argv += ["--train-batch-size", "4", "--weight-sharing", "--supernet-epochs", "1"]
+    argv += ["--time-limit", "300", "--no-progress", "--out", str(short)]
+    assert search_main(argv, seams=WIRING.seams()) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --time-limit 300 is too short for --weight-sharing here")
+    assert err.count("\n") == 1 and "give --time-limit 420 or more" in err
+    assert not (short / "supernet").exists() and not (short / "summary.json").exists()
     opts = _opts(tmp_path, tiny_space, shapes, trials=500, time_limit=600.0)
     outcome = run_fake(opts)
     arch = stand_in.replace(num_classes=2).architecture_hash()
